@@ -1,0 +1,1 @@
+"""tidewright Prefect flows: wiring only."""

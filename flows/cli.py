@@ -1,0 +1,111 @@
+"""Command line: `tidewright run|refresh|train-eval --config FILE --set key=value ...`.
+
+Input and config mistakes are checked before Prefect starts and reported in one line (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tasks.errors import TidewrightError
+
+DEFAULT_CONFIG = "pipeline_configs/maritime_ais.yaml"
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise TidewrightError(f"--set {item!r} must look like section.key=value, e.g. --set train.max_steps=20")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def preflight(command: str, config: str, overrides: dict[str, Any], run_dir: str | None) -> None:
+    """Fail fast with a one-line message for the mistakes a user makes most."""
+    from tasks.config import load_config
+    from tasks.ingest import check_noaa_csv
+    from tasks.ports import load_ports
+    from tasks.rundir import resolve_run_dir
+
+    cfg = load_config(config, overrides)
+    if command in ("run", "refresh"):
+        load_ports(cfg.ports.path)
+        if cfg.source.kind == "noaa_csv":
+            check_noaa_csv(Path(cfg.source.path))
+    if command == "train-eval":
+        resolve_run_dir(run_dir, cfg)
+
+
+def summary(run_dir: Path) -> str:
+    run_dir = Path(run_dir)
+    lines = [f"\nDone. Output: {run_dir}/  (runs/latest points at it)"]
+    for rel in ("dataset/train.jsonl", "dataset/eval.jsonl", "dataset/examples.parquet",
+                "dataset/quarantine.parquet", "eval/results.json", "report.md"):
+        if (run_dir / rel).exists():
+            lines.append(f"  {rel}")
+    results = run_dir / "eval" / "results.json"
+    if results.exists():
+        res = json.loads(results.read_text())
+        lines.append("  lm-eval exact_match base {:.3f} -> tuned {:.3f}; token_f1 base {:.3f} -> tuned {:.3f}".format(
+            res["base"]["exact_match"], res["tuned"]["exact_match"], res["base"]["token_f1"], res["tuned"]["token_f1"]))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tidewright", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["run", "refresh", "train-eval"],
+                        help="run: refresh then train+evaluate; refresh: build the dataset; train-eval: on an existing run")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="pipeline config YAML (default: %(default)s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set simulate.vessels=50 (repeatable)")
+    parser.add_argument("--run-id", help="name of the run folder (default: <domain>-<UTC time>)")
+    parser.add_argument("--run-dir", help="train-eval only: run folder holding dataset/ (default: runs/latest)")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the temporary Prefect server can take a while to start on a busy 2-core machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    try:
+        overrides = parse_overrides(args.overrides)
+        preflight(args.command, args.config, overrides, args.run_dir)
+    except TidewrightError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    try:
+        if args.command == "run":
+            from flows.end_to_end import end_to_end
+
+            run_dir = end_to_end(config=args.config, overrides=overrides or None, run_id=args.run_id)
+        elif args.command == "refresh":
+            from flows.refresh import refresh
+
+            run_dir = refresh(config=args.config, overrides=overrides or None, run_id=args.run_id)
+        else:
+            from flows.train_eval import train_evaluate
+            from tasks.config import load_config
+            from tasks.rundir import resolve_run_dir
+
+            run_dir = str(resolve_run_dir(args.run_dir, load_config(args.config, overrides)))
+            train_evaluate(config=args.config, overrides=overrides or None, run_dir=run_dir)
+    except TidewrightError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary(Path(run_dir)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""End-to-end flow: refresh, then train + evaluate on what it published."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.refresh import DEFAULT_CONFIG, refresh
+from flows.train_eval import train_evaluate
+
+
+@flow(name="end-to-end", log_prints=True)
+def end_to_end(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+    run_dir = refresh(config=config, overrides=overrides, run_id=run_id)
+    train_evaluate(config=config, overrides=overrides, run_dir=run_dir)
+    return run_dir
+
+
+if __name__ == "__main__":
+    end_to_end()

@@ -1,0 +1,99 @@
+-- Cleans raw NOAA MarineCadastre rows (all columns read as text into raw_ais).
+-- One output row per input row: reject_reason is null for kept rows, else a machine-readable
+-- reason and the row goes to quarantine. Units: lat/lon degrees WGS84, SOG knots, COG/heading
+-- degrees true, length/width/draft metres, ts UTC.
+with source as (
+    select * from raw_ais
+),
+
+typed as (
+    select
+        source_row,
+        trim("MMSI") as mmsi_text,
+        -- some NOAA vintages write integer columns as 95.0
+        try_cast(try_cast(trim("MMSI") as double) as bigint) as mmsi,
+        coalesce(
+            try_strptime(trim("BaseDateTime"), '%Y-%m-%dT%H:%M:%S'),
+            try_strptime(trim("BaseDateTime"), '%Y-%m-%d %H:%M:%S')
+        ) as ts,
+        try_cast("LAT" as double) as lat,
+        try_cast("LON" as double) as lon,
+        try_cast("SOG" as double) as sog_raw,
+        try_cast("COG" as double) as cog_raw,
+        try_cast(try_cast("Heading" as double) as integer) as heading_raw,
+        nullif(trim("VesselName"), '') as vessel_name,
+        nullif(nullif(trim("IMO"), ''), 'IMO0000000') as imo,
+        nullif(trim("CallSign"), '') as call_sign,
+        try_cast(try_cast("VesselType" as double) as integer) as vessel_type_raw,
+        try_cast(try_cast("Status" as double) as integer) as status_raw,
+        try_cast("Length" as double) as length_raw,
+        try_cast("Width" as double) as width_raw,
+        try_cast("Draft" as double) as draft_raw,
+        try_cast(try_cast("Cargo" as double) as integer) as cargo,
+        nullif(trim("TransceiverClass"), '') as transceiver_class,
+        md5(concat_ws('|', "MMSI", "BaseDateTime", "LAT", "LON", "SOG", "COG", "Heading", "VesselName",
+            "IMO", "CallSign", "VesselType", "Status", "Length", "Width", "Draft", "Cargo",
+            "TransceiverClass")) as row_hash
+    from source
+),
+
+not_available_to_null as (
+    select
+        * exclude (sog_raw, cog_raw, heading_raw, vessel_type_raw, status_raw, length_raw, width_raw, draft_raw),
+        case when sog_raw >= 102.3 or sog_raw < 0 then null else sog_raw end as sog_kn,  -- 102.3 = not available
+        case when cog_raw >= 360 or cog_raw < 0 then null else cog_raw end as cog_deg,   -- 360 = not available
+        case when heading_raw between 0 and 359 then heading_raw end as heading_deg,     -- 511 = not available
+        nullif(vessel_type_raw, 0) as vessel_type,                                       -- 0 = not available
+        case when status_raw between 0 and 14 then status_raw end as nav_status,         -- 15 = undefined
+        nullif(length_raw, 0) as length_m,
+        nullif(width_raw, 0) as width_m,
+        nullif(draft_raw, 0) as draft_m
+    from typed
+),
+
+flagged as (
+    select
+        *,
+        case
+            when mmsi is null then 'unparseable_mmsi'
+            when ts is null then 'unparseable_timestamp'
+            -- a ship MMSI is 9 digits whose MID (first 3 digits) lies in 201..775
+            when not regexp_full_match(cast(mmsi as varchar), '[2-7][0-9]{8}') then 'invalid_mmsi'
+            when lat is null or lon is null then 'missing_position'
+            when lat = 91 or lon = 181 then 'position_not_available'
+            when abs(lat) > 90 or abs(lon) > 180 then 'position_out_of_range'
+        end as invalid_reason,
+        row_number() over (partition by row_hash order by source_row) as copy_number
+    from not_available_to_null
+),
+
+final as (
+    select
+        source_row,
+        mmsi_text,
+        mmsi,
+        ts,
+        lat,
+        lon,
+        sog_kn,
+        cog_deg,
+        heading_deg,
+        vessel_name,
+        imo,
+        call_sign,
+        vessel_type,
+        nav_status,
+        length_m,
+        width_m,
+        draft_m,
+        cargo,
+        transceiver_class,
+        row_hash,
+        case
+            when invalid_reason is not null then invalid_reason
+            when copy_number > 1 then 'duplicate_row'
+        end as reject_reason
+    from flagged
+)
+
+select * from final

@@ -1,0 +1,1 @@
+"""tidewright stages: one module per stage, plain functions plus thin Prefect @task wrappers."""

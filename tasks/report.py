@@ -1,0 +1,109 @@
+"""The run report: counts at every stage (they must add up), the dataset's make-up, and scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def funnel_balance(stats: dict[str, Any]) -> dict[str, int]:
+    """generated = kept + quarantined (validation) + deduped. The report prints it; a test checks it."""
+    generated = stats["generate"]["generated"]
+    quarantined = stats["validate"]["rejected"]
+    deduped = stats["dedup"]["exact_duplicates"] + stats["dedup"]["near_duplicates"]
+    kept = stats["publish"]["published"]
+    return {"generated": generated, "kept": kept, "quarantined": quarantined, "deduped": deduped,
+            "balanced": int(generated == kept + quarantined + deduped)}
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _score(v: Any) -> str:
+    return "-" if v is None else f"{float(v):.3f}"
+
+
+def render_report(run_dir: Path) -> str:
+    run_dir = Path(run_dir)
+    stats = json.loads((run_dir / "stats.json").read_text())
+    out = [f"# tidewright run `{run_dir.name}`", ""]
+    run = stats.get("run", {})
+    out += [f"Config: `{run.get('config')}`; source: {run.get('source')}; teacher: {stats.get('generate', {}).get('teacher')}.", ""]
+
+    out += ["## Funnel", ""]
+    ing, stg = stats["ingest"], stats["stage"]
+    rows = [
+        ["AIS rows read", ing["rows"], ""],
+        ["positions staged", stg["kept"], ", ".join(f"{k}: {v}" for k, v in stg["rejected"].items()) or "none"],
+    ]
+    for name, n in stats["facts"]["counts"].items():
+        rows.append([f"facts: {name}", n, ""])
+    seeds = stats["seeds"]
+    rows.append(["seed questions", seeds["seeds"], f"from {seeds['candidates']} candidates; {seeds['unanswerable']} unanswerable"])
+    gen, val, ded, pub = stats["generate"], stats["validate"], stats["dedup"], stats["publish"]
+    rows.append(["examples generated", gen["generated"], f"teacher {gen['teacher']}"])
+    rows.append(["passed validation", val["kept"], ", ".join(f"{k}: {v}" for k, v in val["reasons"].items()) or "none rejected"])
+    rows.append(["after dedup", ded["kept"], f"exact: {ded['exact_duplicates']}, near (cosine >= {ded['threshold']}): {ded['near_duplicates']}"])
+    rows.append(["published", pub["published"], f"train {pub['train_examples']} ({pub['train_vessels']} vessels), eval {pub['eval_examples']} ({pub['eval_vessels']} vessels)"])
+    out += [_table(["stage", "count", "detail"], rows), ""]
+    bal = funnel_balance(stats)
+    mark = "balanced" if bal["balanced"] else "DOES NOT BALANCE"
+    out += [f"Check: generated {bal['generated']} = kept {bal['kept']} + quarantined {bal['quarantined']} "
+            f"+ deduped {bal['deduped']} ({mark}). Every rejected row is in `dataset/quarantine.parquet` with its reason.", ""]
+    if gen.get("planted_errors"):
+        out += [f"Offline teacher planted {gen['planted_errors']} wrong values (teacher.corrupt_share); "
+                f"the grounding gate caught {val['planted_errors_caught']}.", ""]
+
+    examples_path = run_dir / "dataset" / "examples.parquet"
+    if examples_path.exists():
+        ex = pd.read_parquet(examples_path, columns=["category", "difficulty", "split", "answerable"])
+        if len(ex):
+            pivot = ex.groupby(["category", "difficulty", "split"]).size().unstack(fill_value=0)
+            out += ["## Dataset make-up", "", _table(["category", "difficulty", *pivot.columns],
+                    [[c, d, *vals] for (c, d), vals in zip(pivot.index, pivot.values.tolist())]), "",
+                    f"Unanswerable questions: {int((~ex['answerable'].astype(bool)).sum())}.", ""]
+
+    if "train" in stats:
+        t = stats["train"]
+        out += ["## Training", "",
+                f"Student `{t['base_model']}`; method {t['method']} on {t['device']}; {t['steps']} steps over "
+                f"{t['examples']} examples in {t['seconds']:.1f} s; train loss {t['train_loss']:.3f}; "
+                f"eval loss {_score(t.get('eval_loss'))}.", ""]
+    results_path = run_dir / "eval" / "results.json"
+    if results_path.exists():
+        res = json.loads(results_path.read_text())
+        out += ["## Evaluation (lm-eval)", "", f"Task `{res['task']}` over the eval split (limit {res['limit']}).", ""]
+        metrics = [m for m in ("exact_match", "token_f1") if m in res["base"]]
+        out.append(_table(["model", *metrics, "n"], [
+            [name, *[_score(res[name][m]) for m in metrics], res[name]["n"]] for name in ("base", "tuned")
+        ]))
+        cats = sorted(set(res["base"].get("per_category", {})) | set(res["tuned"].get("per_category", {})))
+        if cats:
+            out += ["", "Per category (token F1, base -> tuned):", ""]
+            out.append(_table(["category", "base", "tuned", "n"], [
+                [c, _score(res["base"]["per_category"].get(c, {}).get("token_f1")),
+                 _score(res["tuned"]["per_category"].get(c, {}).get("token_f1")),
+                 res["tuned"]["per_category"].get(c, {}).get("n", 0)] for c in cats]))
+        out.append("")
+
+    out += ["## Files", "",
+            "- `dataset/train.jsonl`, `dataset/eval.jsonl`: chat examples (`messages`), split by MMSI",
+            "- `dataset/examples.parquet`: kept examples with provenance (sql file + digest, params, source-row hash, teacher, seed)",
+            "- `dataset/quarantine.parquet`: every rejected AIS row and example with its stage and reason",
+            "- `facts/*.parquet`, `staged/positions.parquet`, `warehouse.duckdb`: the computed facts and cleaned positions",
+            "- `eval/results.json`, `eval/lm_eval_task/`: scores, and the lm-eval task to re-run by hand", ""]
+    return "\n".join(out)
+
+
+def write_report(run_dir: Path) -> Path:
+    path = Path(run_dir) / "report.md"
+    tmp = path.with_name("report.md.tmp")
+    tmp.write_text(render_report(run_dir))
+    tmp.replace(path)
+    return path

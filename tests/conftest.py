@@ -1,0 +1,48 @@
+"""Shared fixtures: offline environment, tiny NOAA CSV writer, one Prefect test server per session."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+NOAA_SAMPLE = SHARED_DATA / "ais" / "noaa_marinecadastre_AIS_2022-01-03_first99999.csv.gz"
+
+NOAA_HEADER = [
+    "MMSI", "BaseDateTime", "LAT", "LON", "SOG", "COG", "Heading", "VesselName", "IMO", "CallSign",
+    "VesselType", "Status", "Length", "Width", "Draft", "Cargo", "TransceiverClass",
+]
+
+
+def noaa_row(mmsi="366000001", ts="2024-01-15T00:00:00", lat="33.70000", lon="-118.20000", sog="10.0", cog="90.0",
+             heading="90", name="TEST SHIP", imo="IMO9000001", call="WDA1234", vtype="70", status="0",
+             length="180", width="30", draft="9.5", cargo="70", cls="A") -> list[str]:
+    return [mmsi, ts, lat, lon, sog, cog, heading, name, imo, call, vtype, status, length, width, draft, cargo, cls]
+
+
+def write_noaa_csv(path: Path, rows: list[list[str]], header: list[str] | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header or NOAA_HEADER)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One real (temporary, SQLite-backed) Prefect server for every flow test in the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

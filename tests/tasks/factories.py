@@ -1,0 +1,66 @@
+"""Small builders for seeds and examples used by several test modules."""
+
+from __future__ import annotations
+
+from tasks.config import TeacherConfig
+from tasks.seeds import Seed, unanswerable_from
+from tasks.teacher import TemplateTeacher, to_example
+
+CONTEXT = "AIS position reports for vessel MMSI 366000001 (SEA STAR, cargo), 2024-01-15 UTC:\ntime|lat|lon|sog_kn|cog_deg|status\n06:00:00|33.70000|-118.20000|12.0|90.0|underway"
+
+
+def movement_seed(form: str = "mean_speed", mmsi: int = 366000001, mean: float = 12.34, maxv: float = 13.06,
+                  dist: float = 12.27, n: int = 25, hour: int = 6) -> Seed:
+    fact = {"n_positions": n, "n_speeds": n, "mean_sog_kn": mean, "max_sog_kn": maxv, "distance_nm": dist}
+    values = {
+        "max_speed": [{"name": "max_sog_kn", "value": maxv, "kind": "speed_kn", "required": True}],
+        "mean_speed": [{"name": "mean_sog_kn", "value": mean, "kind": "speed_kn", "required": True},
+                       {"name": "n_speeds", "value": n, "kind": "count", "required": False}],
+        "distance_run": [{"name": "distance_nm", "value": dist, "kind": "distance_nm", "required": True},
+                         {"name": "n_positions", "value": n, "kind": "count", "required": False},
+                         {"name": "n_legs", "value": n - 1, "kind": "count", "required": False}],
+    }[form]
+    start, end = f"2024-01-15T{hour:02d}:00:00", f"2024-01-15T{hour + 1:02d}:00:00"
+    return Seed(
+        seed_id=f"{form}-{mmsi}-{hour}", category="movement", difficulty="medium", form=form, answerable=True,
+        mmsi=mmsi, asked_mmsi=mmsi, vessel_name="SEA STAR", vessel_type="cargo", window_start=start, window_end=end,
+        fact_sql="sql/vessel_movement.sql", fact_sql_digest="x", fact_params={"window_minutes": 60}, fact=fact,
+        source_hash="abc", context=CONTEXT, n_context_records=n,
+        grounding=[{"name": "mmsi", "value": mmsi, "kind": "id", "required": False},
+                   {"name": "window_start", "value": start, "kind": "time", "required": False},
+                   {"name": "window_end", "value": end, "kind": "time", "required": False}] + values,
+    )
+
+
+def port_seed(form: str = "dwell", mmsi: int = 366000009) -> Seed:
+    fact = {"locode": "USLGB", "port_name": "Long Beach", "arrival": "2024-01-15T07:42:10",
+            "departure": "2024-01-15T10:03:40", "dwell_minutes": 141.5}
+    grounding = [{"name": "mmsi", "value": mmsi, "kind": "id", "required": False},
+                 {"name": "locode", "value": "USLGB", "kind": "entity", "required": True}]
+    grounding += {
+        "arrival": [{"name": "arrival", "value": fact["arrival"], "kind": "time", "required": True}],
+        "departure": [{"name": "departure", "value": fact["departure"], "kind": "time", "required": True}],
+        "dwell": [{"name": "dwell_minutes", "value": 141.5, "kind": "minutes", "required": True},
+                  {"name": "dwell_hours", "value": 141.5 / 60, "kind": "hours", "required": False},
+                  {"name": "arrival", "value": fact["arrival"], "kind": "time", "required": False},
+                  {"name": "departure", "value": fact["departure"], "kind": "time", "required": False}],
+    }[form]
+    return Seed(
+        seed_id=f"{form}-{mmsi}", category="port_activity", difficulty="hard", form=form, answerable=True,
+        mmsi=mmsi, asked_mmsi=mmsi, vessel_name="OCEAN 7", vessel_type="tanker",
+        window_start="2024-01-15T07:32:10", window_end="2024-01-15T10:13:40", fact_sql="sql/port_calls.sql",
+        fact_sql_digest="x", fact_params={}, fact=fact, source_hash="def", context=CONTEXT, n_context_records=30,
+        grounding=grounding,
+    )
+
+
+def example(seed: Seed, corrupt_share: float = 0.0, answer: str | None = None) -> dict:
+    gen = TemplateTeacher(TeacherConfig(corrupt_share=corrupt_share), seed=1).generate(seed)
+    ex = to_example(seed, gen, 1)
+    if answer is not None:
+        ex["messages"][-1]["content"] = ex["answer"] = answer
+    return ex
+
+
+def unanswerable_seed(absent: int = 367123999) -> Seed:
+    return unanswerable_from(movement_seed(), absent)

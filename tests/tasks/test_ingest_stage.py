@@ -1,0 +1,87 @@
+"""Ingest + staging SQL on real DuckDB files: not-available codes, quarantine reasons, bad input."""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+import pytest
+
+from tasks.errors import InputError
+from tasks.ingest import check_noaa_csv, ingest_noaa_csv
+from tasks.stage import stage_positions
+from tests.conftest import NOAA_HEADER, noaa_row, write_noaa_csv
+
+
+def _stage(tmp_path, rows):
+    csv_path = write_noaa_csv(tmp_path / "ais.csv", rows)
+    ingest_noaa_csv(csv_path, tmp_path / "w.duckdb")
+    result = stage_positions(tmp_path / "w.duckdb", tmp_path / "staged")
+    return result, pd.read_parquet(result.positions_path), pd.read_parquet(result.quarantine_path)
+
+
+def test_not_available_codes_become_null(tmp_path):
+    rows = [
+        noaa_row(ts="2024-01-15T00:00:00", sog="102.3", cog="360.0", heading="511", status="", vtype="0"),
+        noaa_row(ts="2024-01-15T00:02:00", sog="12.5", cog="95.5", heading="95", status="15", length="0"),
+    ]
+    result, staged, _ = _stage(tmp_path, rows)
+    assert result.kept == 2
+    first, second = staged.sort_values("ts").to_dict("records")
+    assert pd.isna(first["sog_kn"]) and pd.isna(first["cog_deg"]) and pd.isna(first["heading_deg"])
+    assert pd.isna(first["nav_status"]) and pd.isna(first["vessel_type"])
+    assert second["sog_kn"] == 12.5 and second["cog_deg"] == 95.5 and second["heading_deg"] == 95
+    assert pd.isna(second["nav_status"]) and pd.isna(second["length_m"])  # 15 = undefined, 0 m = not available
+
+
+def test_bad_rows_go_to_quarantine_with_reason(tmp_path):
+    rows = [
+        noaa_row(mmsi="12345678"),                     # 8 digits
+        noaa_row(mmsi="999999999"),                    # MID outside 2xx-7xx
+        noaa_row(mmsi="366000002", lat="91", lon="181"),
+        noaa_row(mmsi="366000003", ts="not a time"),
+        noaa_row(mmsi="366000004"),
+        noaa_row(mmsi="366000004"),                    # exact duplicate
+        noaa_row(mmsi="366000005.0", ts="2024-01-15 00:05:00", vtype="70.0", status="5.0"),  # older vintage
+    ]
+    result, staged, quarantine = _stage(tmp_path, rows)
+    assert result.rejected == {"invalid_mmsi": 2, "position_not_available": 1, "unparseable_timestamp": 1,
+                               "duplicate_row": 1}
+    assert sorted(staged["mmsi"]) == [366000004, 366000005]
+    assert staged.loc[staged.mmsi == 366000005, "nav_status"].item() == 5
+    assert len(staged) + len(quarantine) == len(rows)  # nothing lost
+    assert set(quarantine["stage"]) == {"stage"}
+    assert quarantine["payload"].str.contains('"MMSI"').all()  # the raw row is kept
+
+
+def test_sql_reason_column_on_in_memory_duckdb():
+    """Column tests straight on the SQL file: one output row per input, reasons from a fixed set."""
+    from tasks.sqlfiles import run_sql
+
+    con = duckdb.connect()
+    rows = [noaa_row(), noaa_row(mmsi="1"), noaa_row(lat="abc")]
+    con.execute(
+        "create table raw_ais as select * from (values "
+        + ",".join("(" + ",".join(["?"] * 18) + ")" for _ in rows)
+        + ") t(source_row," + ",".join(f'"{c}"' for c in NOAA_HEADER) + ")",
+        [v for i, r in enumerate(rows) for v in [i + 1, *r]],
+    )
+    out = run_sql(con, "stg_ais_positions").df()
+    assert len(out) == 3 and out["source_row"].is_unique
+    assert list(out.sort_values("source_row")["reject_reason"].fillna("kept")) == ["kept", "invalid_mmsi", "missing_position"]
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p, "does not exist"),
+        (lambda p: (p.write_text(""), p)[1], "is empty"),
+        (lambda p: (p.write_text("a,b,c\n1,2,3\n"), p)[1], "lacks NOAA MarineCadastre columns"),
+        (lambda p: (p.write_text(",".join(NOAA_HEADER) + "\n"), p)[1], "no data rows"),
+    ],
+)
+def test_bad_input_is_one_line_with_a_fix(tmp_path, make, message):
+    path = make(tmp_path / "ais.csv")
+    with pytest.raises(InputError) as err:
+        check_noaa_csv(path)
+    text = str(err.value)
+    assert message in text and "\n" not in text and str(path) in text

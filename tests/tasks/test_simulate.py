@@ -1,0 +1,271 @@
+import gzip
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.config import SimulateConfig
+from tasks.errors import ConfigError, InputError
+from tasks.ports import load_ports
+from tasks.simulate import NOAA_COLUMNS, US_MIDS, build_harbour, simulate, simulate_ais_task
+
+NOAA_SAMPLE = Path("/work/shared/data/ais/noaa_marinecadastre_AIS_2022-01-03_first99999.csv.gz")
+HEADER = "MMSI,BaseDateTime,LAT,LON,SOG,COG,Heading,VesselName,IMO,CallSign,VesselType,Status,Length,Width,Draft,Cargo,TransceiverClass"
+
+# What a NOAA MarineCadastre field may look like (checked against the real sample below).
+NOAA_FIELD = {
+    "MMSI": r"\d{7,10}",
+    "BaseDateTime": r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}",
+    "LAT": r"-?\d{1,2}\.\d{1,5}",
+    "LON": r"-?\d{1,3}\.\d{1,5}",
+    "SOG": r"\d{1,3}\.\d",
+    "COG": r"\d{1,3}\.\d",
+    "Heading": r"\d{1,3}",
+    "VesselName": r"[^,]*",
+    "IMO": r"(IMO\d{7,10})?",
+    "CallSign": r"[^,]*",
+    "VesselType": r"\d{0,3}",
+    "Status": r"(\d{1,2})?",
+    "Length": r"\d{0,3}",
+    "Width": r"\d{0,3}",
+    "Draft": r"(\d{1,2}\.\d)?",
+    "Cargo": r"\d{0,3}",
+    "TransceiverClass": r"[AB]",
+}
+# The simulator writes NOAA's own (pre-R) format: exactly 5 decimals on positions; clean IMO/type.
+SIMULATED_FIELD = NOAA_FIELD | {
+    "LAT": r"-?\d{1,2}\.\d{5}",
+    "LON": r"-?\d{1,3}\.\d{5}",
+    "IMO": r"(IMO\d{7})?",
+    "CallSign": r"[A-Z0-9]*",
+    "VesselType": r"\d{2}",
+}
+TYPE_CODES = {
+    "cargo": range(70, 80),
+    "tanker": range(80, 90),
+    "passenger": range(60, 70),
+    "fishing": {30},
+    "tug": {31, 52},
+    "pleasure": {37},
+}
+
+
+def _distance_nm(lat1, lon1, lat2, lon2):
+    phi1, phi2 = np.radians(lat1), np.radians(lat2)
+    h = np.sin((phi2 - phi1) / 2) ** 2 + np.cos(phi1) * np.cos(phi2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2
+    return 2 * 3440.065 * np.arcsin(np.sqrt(h))
+
+
+def _field_mismatches(frame: pd.DataFrame, rules: dict[str, str]) -> dict[str, list[str]]:
+    bad = {}
+    for column, pattern in rules.items():
+        ok = frame[column].str.fullmatch(pattern)
+        if not ok.all():
+            bad[column] = frame.loc[~ok, column].head(3).tolist()
+    return bad
+
+
+def _read_text_columns(path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    """The default config: 30 vessels (+2 invalid MMSI), 24 h."""
+    out = tmp_path_factory.mktemp("sim-day")
+    result = simulate(SimulateConfig(), load_ports(), out)
+    ais = pd.read_csv(result.csv_path, keep_default_na=True)
+    ais["ts"] = pd.to_datetime(ais["BaseDateTime"])
+    truth = pd.read_csv(result.port_calls_path, parse_dates=["arrival", "departure"])
+    gaps = pd.read_csv(result.gaps_path, parse_dates=["gap_start", "gap_end"])
+    vessels = pd.read_csv(result.vessels_path, keep_default_na=False)
+    return result, ais, truth, gaps, vessels
+
+
+def test_noaa_field_rules_accept_the_real_sample():
+    if not NOAA_SAMPLE.is_file():
+        pytest.skip(f"{NOAA_SAMPLE} not present")
+    with gzip.open(NOAA_SAMPLE, "rt") as handle:
+        assert handle.readline().strip() == HEADER
+    sample = pd.read_csv(NOAA_SAMPLE, dtype=str, keep_default_na=False, nrows=20_000)
+    assert _field_mismatches(sample, NOAA_FIELD) == {}
+
+
+def test_csv_matches_noaa_format(day):
+    result, _, _, _, _ = day
+    assert result.csv_path.read_text().splitlines()[0] == HEADER == ",".join(NOAA_COLUMNS)
+    text = _read_text_columns(result.csv_path)
+    assert len(text) == result.rows
+    assert _field_mismatches(text, SIMULATED_FIELD) == {}
+    class_b = text["TransceiverClass"] == "B"
+    assert (text.loc[class_b, "Status"] == "").all() and (text.loc[class_b, "Heading"] == "511").all()
+    assert text.loc[~class_b, "Status"].isin(["0", "1", "5", "7"]).all()
+    assert text["Heading"].astype(int).between(0, 359).where(text["Heading"] != "511", True).all()
+    assert text["BaseDateTime"].iloc[0] >= "2024-01-15T00:00:00"
+    assert text["BaseDateTime"].iloc[-1] < "2024-01-16T00:00:00"
+
+
+def test_rows_are_sorted_by_time_then_mmsi(day):
+    _, ais, _, _, _ = day
+    keys = list(zip(ais["BaseDateTime"], ais["MMSI"]))
+    assert keys == sorted(keys)
+
+
+def test_same_config_same_bytes_other_seed_differs(tmp_path):
+    cfg = SimulateConfig(vessels=8, hours=6, seed=3)
+    ports = load_ports()
+    first = simulate(cfg, ports, tmp_path / "a")
+    second = simulate(cfg, ports, tmp_path / "b")
+    other = simulate(cfg.model_copy(update={"seed": 4}), ports, tmp_path / "c")
+    for name in ("csv_path", "port_calls_path", "gaps_path", "vessels_path"):
+        assert getattr(first, name).read_bytes() == getattr(second, name).read_bytes(), name
+    assert first.csv_path.read_bytes() != other.csv_path.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "ais.csv", "ground_truth_gaps.csv", "ground_truth_port_calls.csv", "vessels.csv"
+    ]  # fmt: skip
+
+
+def test_every_vessel_type_is_present_with_plausible_particulars(day):
+    result, ais, _, _, vessels = day
+    assert result.vessels == len(vessels) == 32
+    valid = vessels[vessels["valid_mmsi"]]
+    assert set(valid["vessel_type"]) == set(TYPE_CODES)
+    for row in vessels.itertuples():
+        assert row.vessel_type_code in TYPE_CODES[row.vessel_type], row
+    assert all(len(str(m)) == 9 and int(str(m)[:3]) in US_MIDS for m in valid["mmsi"])
+    assert (vessels.loc[vessels["vessel_type"] == "pleasure", "transceiver_class"] == "B").all()
+    assert set(vessels.loc[vessels["transceiver_class"] == "B", "vessel_type"]) <= {"pleasure", "fishing"}
+    big = vessels[vessels["vessel_type"].isin(["cargo", "tanker"])]
+    assert big["length"].between(120, 300).all()
+    in_csv = ais.groupby("MMSI")["VesselType"].first()
+    assert (in_csv.loc[vessels["mmsi"]].to_numpy() == vessels["vessel_type_code"].to_numpy()).all()
+
+
+def test_some_vessels_start_underway_and_some_moored(day):
+    _, ais, _, _, _ = day
+    first_sog = ais.sort_values("ts").groupby("MMSI")["SOG"].first()
+    first_sog = first_sog[first_sog != 102.3]
+    assert (first_sog > 2).any() and (first_sog <= 0.3).any()
+
+
+def test_port_calls_agree_with_the_reports(day):
+    _, ais, truth, _, _ = day
+    ports = load_ports().set_index("locode")
+    assert len(truth) >= 30 and truth["truncated"].any() and (~truth["truncated"]).any()
+    assert (truth["anchored_minutes"] > 0).any()
+    by_vessel = dict(tuple(ais.groupby("MMSI")))
+    for call in truth.itertuples():
+        rows = by_vessel[call.mmsi]
+        inside = rows[(rows["ts"] >= call.arrival) & (rows["ts"] <= call.departure)]
+        assert inside["ts"].min() == call.arrival and inside["ts"].max() == call.departure
+        fixed = inside[(inside["LAT"] <= 90) & (inside["LON"] <= 180)]
+        distance = _distance_nm(
+            fixed["LAT"].to_numpy()[:, None], fixed["LON"].to_numpy()[:, None], ports["lat"].to_numpy(), ports["lon"].to_numpy()
+        )
+        near = distance <= 3
+        assert near[:, ports.index.get_loc(call.locode)].all() and (near.sum(axis=1) == 1).all(), call
+        moving = inside[(inside["SOG"] > 0.5) & (inside["SOG"] != 102.3)]
+        if call.anchored_minutes == 0:
+            assert moving.empty, call
+        elif not moving.empty:  # the shift from anchorage to berth, inside the port's 3 nm
+            assert moving["ts"].max() - moving["ts"].min() <= pd.Timedelta(minutes=40), call
+            assert moving["ts"].min() >= call.arrival + pd.Timedelta(minutes=call.anchored_minutes), call
+        if not call.truncated:
+            assert call.departure - call.arrival >= pd.Timedelta(minutes=30)
+            before = rows[rows["ts"] < call.arrival]
+            after = rows[rows["ts"] > call.departure]
+            assert before["SOG"].iloc[-1] > 0.5 and after["SOG"].iloc[0] > 0.5, call
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_berths_and_anchorages_are_within_3_nm_of_their_port_only(seed):
+    ports = load_ports()
+    harbour = build_harbour(ports, np.random.default_rng(seed))
+    own = np.arange(len(ports))
+    for points, farthest in ((harbour.berths, 1.0), (harbour.anchorages, 2.5)):
+        dist = _distance_nm(points[..., 0, None], points[..., 1, None], ports["lat"].to_numpy(), ports["lon"].to_numpy())
+        to_own = dist[own, :, own]
+        dist[own, :, own] = np.inf
+        assert to_own.max() <= farthest + 1e-6
+        assert dist.min() > 3.0
+
+
+def test_every_stopped_report_belongs_to_a_port_call(day):
+    _, ais, truth, _, vessels = day
+    valid = set(vessels.loc[vessels["valid_mmsi"], "mmsi"])
+    stopped = ais[(ais["SOG"] <= 0.5) & ais["MMSI"].isin(valid)].sort_values("ts")
+    calls = truth.sort_values("arrival")
+    matched = pd.merge_asof(stopped, calls, left_on="ts", right_on="arrival", left_by="MMSI", right_by="mmsi")
+    assert matched["departure"].notna().all()
+    assert (matched["ts"] <= matched["departure"]).all()
+
+
+def test_gaps_are_dark_periods_of_the_configured_length(day):
+    _, ais, _, gaps, vessels = day
+    cfg = SimulateConfig()
+    assert len(gaps) == round(cfg.gap_vessel_share * cfg.vessels)
+    assert set(gaps["mmsi"]) <= set(vessels.loc[vessels["valid_mmsi"], "mmsi"])
+    for gap in gaps.itertuples():
+        times = ais.loc[ais["MMSI"] == gap.mmsi, "ts"]
+        assert not ((times > gap.gap_start) & (times < gap.gap_end)).any()
+        assert (times == gap.gap_start).any() and (times == gap.gap_end).any()
+        length = (gap.gap_end - gap.gap_start).total_seconds() / 60
+        assert gap.minutes == pytest.approx(length, abs=0.01)
+        assert cfg.gap_minutes[0] <= gap.minutes <= cfg.gap_minutes[1] + 8
+    # apart from planted gaps, no vessel is silent for more than 2 report intervals
+    steps = ais.drop_duplicates(["MMSI", "ts"]).sort_values(["MMSI", "ts"])
+    steps["silence"] = steps.groupby("MMSI")["ts"].diff().dt.total_seconds()
+    planted = steps.set_index(["MMSI", "ts"]).index.isin(list(zip(gaps["mmsi"], gaps["gap_end"])))
+    assert steps.loc[~planted, "silence"].max() <= 400
+
+
+def test_dirty_values_are_present_as_noaa_has_them(day):
+    result, ais, truth, gaps, vessels = day
+    cfg = SimulateConfig()
+    assert (ais["SOG"] == 102.3).sum() >= 0.3 * cfg.dirty_row_share * len(ais)
+    assert (ais["COG"] == 360.0).sum() >= 0.3 * cfg.dirty_row_share * len(ais)
+    assert (ais["Heading"] == 511).any()
+    assert ((ais["LAT"] == 91.0) & (ais["LON"] == 181.0)).sum() == 5
+    lines = result.csv_path.read_text().splitlines()[1:]
+    assert len(lines) - len(set(lines)) >= 0.5 * cfg.duplicate_row_share * len(lines)
+    invalid = vessels.loc[~vessels["valid_mmsi"], "mmsi"]
+    assert len(invalid) == cfg.invalid_mmsi_vessels
+    assert all(len(str(m)) != 9 or not 2 <= int(str(m)[0]) <= 7 for m in invalid)
+    assert set(invalid) <= set(ais["MMSI"])
+    assert not set(invalid) & (set(truth["mmsi"]) | set(gaps["mmsi"]))
+
+
+def test_moored_anchored_and_underway_speeds(day):
+    _, ais, _, _, vessels = day
+    rows = ais[ais["SOG"] != 102.3].merge(vessels, left_on="MMSI", right_on="mmsi")
+    status = rows["Status"]
+    assert rows.loc[status == 5, "SOG"].max() <= 0.2
+    assert rows.loc[status == 1, "SOG"].max() <= 0.3
+    # status 0 also covers the 5-8 kn shift from anchorage to berth, so only faster rows are sea legs
+    sea_legs = rows[(status == 0) & (rows["SOG"] > 8.2)]
+    for kind, (low, high) in {"cargo": (12, 18), "tanker": (10, 15), "passenger": (15, 22)}.items():
+        speeds = sea_legs.loc[sea_legs["vessel_type"] == kind, "SOG"]
+        assert not speeds.empty and speeds.between(low - 0.2, high + 0.2).all(), kind
+    tugs = rows[(status == 0) & (rows["vessel_type"] == "tug")]
+    assert tugs["SOG"].between(5.8, 10.2).all()
+
+
+def test_ports_too_close_for_unambiguous_calls_are_rejected(tmp_path):
+    ports = pd.DataFrame(
+        {"port_name": ["A", "B"], "locode": ["USAAA", "USBBB"], "lat": [33.70, 33.71], "lon": [-118.20, -118.20]}
+    )
+    with pytest.raises(InputError, match="USAAA and USBBB are only 0.6 nm apart"):
+        simulate(SimulateConfig(vessels=2, hours=1), ports, tmp_path)
+
+
+def test_inverted_gap_range_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="gap_minutes"):
+        simulate(SimulateConfig(vessels=2, hours=1, gap_minutes=(90, 45)), load_ports(), tmp_path)
+
+
+def test_prefect_task_wraps_the_plain_function():
+    assert simulate_ais_task.fn is simulate
+    assert simulate_ais_task.name == "simulate-ais"
+    assert simulate_ais_task.retries == 0

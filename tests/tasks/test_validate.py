@@ -1,0 +1,71 @@
+"""Grounding and schema validators: keep correct answers, reject wrong ones with a reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.config import ValidateConfig
+from tasks.validate import validate_example
+from tests.tasks.factories import example, movement_seed, port_seed, unanswerable_seed
+
+CFG = ValidateConfig()
+
+
+@pytest.mark.parametrize("form", ["max_speed", "mean_speed", "distance_run"])
+def test_template_answers_are_grounded(form):
+    assert validate_example(example(movement_seed(form)), CFG).keep
+
+
+@pytest.mark.parametrize("form", ["arrival", "departure", "dwell"])
+def test_port_answers_are_grounded(form):
+    verdict = validate_example(example(port_seed(form)), CFG)
+    assert verdict.keep, verdict
+
+
+@pytest.mark.parametrize(
+    "answer, reason",
+    [
+        ("Vessel 366000001 (SEA STAR) averaged 12.9 knots from 06:00 to 07:00 UTC.", "ungrounded_number"),
+        ("Vessel 366000001 (SEA STAR) averaged 12.3 knots from 06:00 to 07:40 UTC.", "ungrounded_time"),
+        ("Vessel 366000001 (SEA STAR) kept moving between 06:00 and 07:00 UTC.", "missing_required_value"),
+        ("Vessel 366000001 averaged 12.3 knots over 25 reports on 2024-01-16.", "ungrounded_date"),
+    ],
+)
+def test_wrong_answers_are_rejected_with_reason(answer, reason):
+    verdict = validate_example(example(movement_seed("mean_speed"), answer=answer), CFG)
+    assert not verdict.keep and verdict.reason == reason
+
+
+def test_tolerance_is_half_a_display_unit():
+    seed = movement_seed("mean_speed", mean=12.34)
+    ok = "Vessel 366000001 averaged 12.3 knots between 06:00 and 07:00 UTC."
+    off = "Vessel 366000001 averaged 12.4 knots between 06:00 and 07:00 UTC."
+    assert validate_example(example(seed, answer=ok), CFG).keep
+    assert validate_example(example(seed, answer=off), CFG).reason == "ungrounded_number"
+
+
+def test_wrong_port_is_rejected():
+    ex = example(port_seed("arrival"), answer="Vessel 366000009 arrived at Oakland (USOAK) at 07:42 UTC.")
+    assert validate_example(ex, CFG).reason == "ungrounded_entity"
+
+
+def test_digits_in_vessel_names_are_not_numbers():
+    assert validate_example(example(port_seed("dwell")), CFG).keep  # vessel "OCEAN 7"
+
+
+def test_unanswerable_must_refuse_and_invent_nothing():
+    seed = unanswerable_seed()
+    assert validate_example(example(seed), CFG).keep
+    invented = example(seed, answer="Vessel 367123999 averaged 11.2 knots between 06:00 and 07:00 UTC.")
+    assert validate_example(invented, CFG).reason == "ungrounded_number"
+    no_refusal = example(seed, answer="Vessel 367123999 was underway between 06:00 and 07:00 UTC.")
+    assert validate_example(no_refusal, CFG).reason == "unanswerable_not_refused"
+
+
+def test_schema_rejects_bad_turns():
+    ex = example(movement_seed())
+    ex["messages"] = ex["messages"][:1] + [{"role": "assistant", "content": "x"}, {"role": "assistant", "content": "y"}]
+    assert validate_example(ex, CFG).reason == "schema_roles"
+    ex = example(movement_seed())
+    ex["messages"][1]["content"] = "  "
+    assert validate_example(ex, CFG).reason == "schema_empty_turn"

@@ -1,0 +1,55 @@
+"""The command line: mistakes are one line on stderr with exit 2, checked before Prefect starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, noaa_row, write_noaa_csv
+
+
+def _cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["refresh", "--config", "no/such.yaml"], "config file no/such.yaml does not exist"),
+        (["refresh", "--set", "train.max_stepz=3"], "train.max_stepz: unknown key"),
+        (["refresh", "--set", "simulate.vessels=lots"], "simulate.vessels:"),
+        (["refresh", "--set", "source.kind=noaa_csv"], "source.path is required"),
+        (["refresh", "--set", "source.kind=noaa_csv", "--set", "source.path=/nonexistent/ais.csv"], "does not exist"),
+        (["refresh", "--set", "novalue"], "must look like section.key=value"),
+    ],
+)
+def test_bad_config_and_input_are_one_line_errors(args, expect):
+    out = _cli(*args)
+    assert out.returncode == 2
+    assert expect in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_wrong_columns_and_empty_file(tmp_path):
+    wrong = write_noaa_csv(tmp_path / "wrong.csv", [["1", "2"]], header=["mmsi", "time"])
+    out = _cli("refresh", "--set", "source.kind=noaa_csv", "--set", f"source.path={wrong}")
+    assert out.returncode == 2 and "lacks NOAA MarineCadastre columns MMSI" in out.stderr
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    out = _cli("refresh", "--set", "source.kind=noaa_csv", "--set", f"source.path={empty}")
+    assert out.returncode == 2 and "is empty" in out.stderr
+
+
+def test_train_eval_without_a_dataset_says_run_refresh_first(tmp_path):
+    out = _cli("train-eval", "--run-dir", str(tmp_path))
+    assert out.returncode == 2 and "run the refresh flow first" in out.stderr
+
+
+def test_ports_table_with_wrong_columns(tmp_path):
+    ports = tmp_path / "ports.csv"
+    ports.write_text("name,lat\nX,1\n")
+    write_noaa_csv(tmp_path / "ais.csv", [noaa_row()])
+    out = _cli("refresh", "--set", f"ports.path={ports}")
+    assert out.returncode == 2 and "ports" in out.stderr.lower() and "Traceback" not in out.stderr
