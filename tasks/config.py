@@ -123,7 +123,7 @@ class TrainConfig(Section):
     max_steps: int = Field(120, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
     batch_size: int = Field(8, ge=1)
-    max_length: int = Field(1024, ge=64, description="Tokens per example; longer ones are truncated.")
+    max_length: int = Field(2048, ge=64, description="Tokens per example; examples whose answer would be cut are dropped (logged).")
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)

@@ -90,7 +90,7 @@ doc_to_text: prompt
 doc_to_target: answer
 target_delimiter: ""
 generation_kwargs:
-  until: [{stop}]
+  until: {stop}
   do_sample: false
   max_gen_toks: {max_gen_toks}
 process_results: !function utils.process_results
@@ -153,9 +153,11 @@ def write_lm_eval_task(
         TASK_YAML.format(
             task_name=task_name,
             task_dir=task_dir,
-            # JSON strings are valid YAML scalars: paths and stop strings are quoted safely.
+            # JSON is valid YAML: paths and stop strings are quoted safely.
             data_file=json.dumps(str(data_file)),
-            stop=json.dumps(END_OF_TURN),
+            # The ChatML end of turn, and the student's own end token if it differs (lm-eval also
+            # stops at the tokenizer's eos, but a hand-read YAML should say so).
+            stop=json.dumps(list(dict.fromkeys([END_OF_TURN, tokenizer.eos_token or END_OF_TURN]))),
             max_gen_toks=max_gen_toks,
         ),
         encoding="utf-8",
@@ -221,8 +223,8 @@ def run_lm_eval(
     summary = _scores(rows) | {"per_category": {cat: _scores(group) for cat, group in sorted(by_category.items())}}
     # lm-eval's own aggregate must agree with the per-item rows written below.
     reported = output["results"][task_name]
-    for metric in METRICS:
-        assert abs(reported[f"{metric},none"] - summary[metric]) < 1e-9, (metric, reported, summary)
+    if any(abs(reported[f"{metric},none"] - summary[metric]) > 1e-9 for metric in METRICS):
+        raise RuntimeError(f"lm-eval reported {reported} but its logged samples average to {summary}")
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,10 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 PAD_TOKEN, _, END_OF_TURN = SPECIAL_TOKENS
 
 # The pre-tokenizer split of Qwen2's tokenizer: digits stand alone (numbers are read digit by
-# digit, which matters for an answer full of speeds and positions) and a newline is never merged
-# with the word after it, so "<|im_start|>assistant\n" tokenizes the same alone and followed by
-# an answer (the prompt is a token prefix of prompt + answer).
+# digit, as the real Qwen2.5 student reads them, so an AIS table costs about as many tokens here
+# as there: ~1.5 characters per token) and a newline is never merged with the word after it, so
+# "<|im_start|>assistant\n" tokenizes the same alone and followed by an answer (the prompt is a
+# token prefix of prompt + answer).
 QWEN2_SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -42,7 +43,8 @@ CHATML_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 
-# Position table of the tiny model: room for a 1024-token example plus generated tokens.
+# Context of the tiny model: train.max_length up to 2048, and lm-eval prompts of up to
+# 2048 - max_gen_toks tokens (lm-eval cuts longer ones from the left).
 TINY_MAX_POSITIONS = 2048
 
 _OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")

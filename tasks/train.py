@@ -20,7 +20,7 @@ from typing import Any
 from prefect import task
 
 from tasks.config import TrainConfig
-from tasks.errors import InputError
+from tasks.errors import ConfigError, InputError
 from tasks.student import hub_offline, is_local_model
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,9 @@ def read_conversations(path: Path) -> list[dict[str, Any]]:
         if not messages or not all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in messages):
             raise InputError(f"{path}:{lineno} has no `messages` list of {{role, content}} turns")
         if messages[-1]["role"] != "assistant":
-            raise InputError(f"{path}:{lineno}: the last turn must be the assistant's answer, got {messages[-1]['role']!r}")
+            raise InputError(
+                f"{path}:{lineno}: the last turn must be the assistant's answer, got {messages[-1]['role']!r}"
+            )
         # Only role and content go to the template; provenance keys stay in the JSONL.
         rows.append({"messages": [{"role": m["role"], "content": m["content"]} for m in messages]})
     return rows
@@ -124,10 +126,10 @@ def build_trainer(cfg: TrainConfig, base_model: str, train_jsonl: Path, eval_jso
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.chat_template is None:
-        raise InputError(
-            f"{base_model} has no chat template; use an instruct/chat model so training matches deployment"
+        raise ConfigError(
+            f"student.base_model {base_model} has no chat template; use an instruct/chat model so that "
+            "training matches deployment"
         )
-    model = _load_model(base_model, cuda)
 
     args = SFTConfig(
         output_dir=str(out_dir),
@@ -151,7 +153,6 @@ def build_trainer(cfg: TrainConfig, base_model: str, train_jsonl: Path, eval_jso
         activation_checkpointing=cuda,
         # Batches of similar length: less padding, which on CPU is most of the wasted time.
         train_sampling_strategy="group_by_length",
-        dataloader_num_workers=0,
         push_to_hub=False,
     )
     peft_config = LoraConfig(
@@ -161,18 +162,24 @@ def build_trainer(cfg: TrainConfig, base_model: str, train_jsonl: Path, eval_jso
         target_modules=LORA_TARGET_MODULES,
         task_type="CAUSAL_LM",
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
+    with quiet_hf_output():
+        trainer = SFTTrainer(
+            model=_load_model(base_model, cuda),
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
     # PrinterCallback prints every log dict to stdout; progress goes to this module's logger instead.
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(LossToLogger())
     dropped = len(train_dataset) - len(trainer.train_dataset)
+    if dropped == len(train_dataset):
+        raise ConfigError(
+            f"no training example has an answer token within train.max_length={cfg.max_length}; "
+            "raise train.max_length or shorten the context (generate.max_context_records)"
+        )
     if dropped:
         log.warning(
             "%d of %d training examples have no answer token within max_length=%d and were dropped; "
@@ -182,6 +189,24 @@ def build_trainer(cfg: TrainConfig, base_model: str, train_jsonl: Path, eval_jso
             cfg.max_length,
         )
     return trainer, method
+
+
+def _restore_if_finished(trainer, checkpoint: Path, max_steps: int) -> bool:
+    """Load a checkpoint that already reached max_steps into the trainer instead of training.
+
+    transformers 5.23 runs one extra optimizer step when asked to resume a run that is already
+    complete, so a finished run (a retried or repeated flow) is restored here, not resumed.
+    """
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+    from transformers import TrainerState
+
+    state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    if state.global_step < max_steps:
+        return False
+    set_peft_model_state_dict(trainer.model, load_peft_weights(str(checkpoint)))
+    trainer.state = state
+    return True
 
 
 @contextlib.contextmanager
@@ -221,9 +246,12 @@ def train_lora(cfg: TrainConfig, base_model: str, train_jsonl: Path, eval_jsonl:
     with offline, quiet_hf_output():
         trainer, method = build_trainer(cfg, base_model, train_jsonl, eval_jsonl, out_dir)
         checkpoint = get_last_checkpoint(str(out_dir))
-        if checkpoint:
-            log.info("resuming from %s", checkpoint)
-        trainer.train(resume_from_checkpoint=checkpoint)
+        if checkpoint and _restore_if_finished(trainer, Path(checkpoint), cfg.max_steps):
+            log.info("%s already holds %d steps; not training further", checkpoint, trainer.state.global_step)
+        else:
+            if checkpoint:
+                log.info("resuming from %s", checkpoint)
+            trainer.train(resume_from_checkpoint=checkpoint)
         eval_loss = trainer.evaluate()["eval_loss"] if trainer.eval_dataset is not None else None
         adapter_dir = out_dir / ADAPTER_DIRNAME
         trainer.model.save_pretrained(adapter_dir)

@@ -1,4 +1,4 @@
-"""The refresh flow on a real (test-harness) Prefect server over a small simulated set."""
+"""The end-to-end flow (refresh -> train -> evaluate) on a real test-harness Prefect server, small simulated set."""
 
 from __future__ import annotations
 
@@ -18,15 +18,17 @@ def small_overrides(runs_dir) -> dict:
         "simulate.vessels": 10,
         "simulate.hours": 12,
         "generate.max_seeds": 150,
+        "train.max_steps": 8,
+        "evaluate.limit": 8,
     }
 
 
 @pytest.fixture(scope="module")
 def refreshed(prefect_server, tmp_path_factory):
-    from flows.refresh import refresh
+    from flows.end_to_end import end_to_end
 
     runs = tmp_path_factory.mktemp("runs")
-    run_dir = refresh(config=CONFIG, overrides=small_overrides(runs), run_id="flowtest")
+    run_dir = end_to_end(config=CONFIG, overrides=small_overrides(runs), run_id="flowtest")
     return runs, run_dir
 
 
@@ -88,3 +90,17 @@ def test_facts_can_be_rerun_from_provenance(refreshed):
     again = facts[(facts.mmsi == row.mmsi) & (facts.window_start == pd.Timestamp(row.window_start))].iloc[0]
     assert again.source_hash == row.source_hash
     assert again.mean_sog_kn == pytest.approx(json.loads(row.fact)["mean_sog_kn"])
+
+
+def test_student_is_trained_and_scored_base_vs_tuned(refreshed):
+    runs, _ = refreshed
+    run = runs / "flowtest"
+    results = json.loads((run / "eval" / "results.json").read_text())
+    for model in ("base", "tuned"):
+        assert results[model]["n"] == 8
+        assert 0.0 <= results[model]["exact_match"] <= 1.0 and 0.0 <= results[model]["token_f1"] <= 1.0
+    assert (run / "student" / "adapter" / "adapter_config.json").is_file()
+    stats = json.loads((run / "stats.json").read_text())
+    assert stats["train"]["steps"] == 8 and stats["train"]["method"] == "lora"  # no CUDA here
+    report = (run / "report.md").read_text()
+    assert "## Training" in report and "## Evaluation (lm-eval)" in report
