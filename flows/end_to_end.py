@@ -10,7 +10,7 @@ from flows.refresh import DEFAULT_CONFIG, refresh
 from flows.train_eval import train_evaluate
 
 
-@flow(name="end-to-end", log_prints=True)
+@flow(name="end-to-end")
 def end_to_end(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None, run_id: str | None = None) -> str:
     run_dir = refresh(config=config, overrides=overrides, run_id=run_id)
     train_evaluate(config=config, overrides=overrides, run_dir=run_dir)

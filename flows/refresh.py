@@ -24,7 +24,7 @@ from tasks.validate import validate_task
 DEFAULT_CONFIG = "pipeline_configs/maritime_ais.yaml"
 
 
-@flow(name="refresh", log_prints=True)
+@flow(name="refresh")
 def refresh(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None, run_id: str | None = None) -> str:
     """Build and publish a verified dataset into runs/<run-id>/dataset; returns the run folder."""
     log = get_run_logger()

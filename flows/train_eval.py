@@ -23,7 +23,7 @@ def _training_corpus(train_jsonl: Path) -> list[str]:
         return [m["content"] for line in fh if line.strip() for m in json.loads(line)["messages"]]
 
 
-@flow(name="train-evaluate", log_prints=True)
+@flow(name="train-evaluate")
 def train_evaluate(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None, run_dir: str | None = None) -> dict:
     """Fine-tune the student on runs/<id>/dataset and score base vs tuned with lm-eval."""
     log = get_run_logger()
