@@ -20,6 +20,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PREFECT_SERVER_ANALYTICS_ENABLED=false \
     HF_HOME=/home/app/.cache/huggingface
 
 RUN useradd --create-home --uid 1000 app

@@ -29,18 +29,47 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def preflight(command: str, config: str, overrides: dict[str, Any], run_dir: str | None) -> None:
+def check_base_model(base_model: str | None) -> None:
+    """A configured student must be a local model folder or already in the Hugging Face cache:
+    runs are offline by default, so a missing model would otherwise fail after the whole refresh."""
+    if not base_model:
+        return
+    path = Path(base_model)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise TidewrightError(f"student.base_model {base_model} is a folder without config.json; point it at a saved model")
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "1") not in ("0", "false", "False"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(base_model, "config.json"), str):
+            raise TidewrightError(
+                f"student.base_model {base_model} is not a local folder and not in the Hugging Face cache; "
+                f"runs are offline by default: download it once (HF_HUB_OFFLINE=0 hf download {base_model}) "
+                "or set student.base_model to a local folder"
+            )
+
+
+def preflight(command: str, config: str, overrides: dict[str, Any], run_dir: str | None, run_id: str | None) -> None:
     """Fail fast with a one-line message for the mistakes a user makes most."""
     from tasks.config import load_config
     from tasks.ingest import check_noaa_csv
     from tasks.ports import load_ports
-    from tasks.rundir import resolve_run_dir
+    from tasks.rundir import check_run_id, resolve_run_dir
 
     cfg = load_config(config, overrides)
     if command in ("run", "refresh"):
         load_ports(cfg.ports.path)
         if cfg.source.kind == "noaa_csv":
             check_noaa_csv(Path(cfg.source.path))
+        chosen = run_id or cfg.run.run_id
+        if chosen:
+            check_run_id(chosen)
+            existing = Path(cfg.run.runs_dir) / chosen
+            if existing.exists() and any(existing.iterdir()):
+                raise TidewrightError(f"run folder {existing} already exists; pick another --run-id or delete that folder")
+    if command in ("run", "train-eval"):
+        check_base_model(cfg.student.base_model)
     if command == "train-eval":
         resolve_run_dir(run_dir, cfg)
 
@@ -79,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     try:
         overrides = parse_overrides(args.overrides)
-        preflight(args.command, args.config, overrides, args.run_dir)
+        preflight(args.command, args.config, overrides, args.run_dir, args.run_id)
     except TidewrightError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -43,7 +43,7 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = Non
 
     db_path = run_dir / "warehouse.duckdb"
     ingested = ingest_task(source_path, db_path)
-    update_stats(run_dir, "ingest", {"rows": ingested.rows, "source": str(source_path)})
+    update_stats(run_dir, "ingest", {"rows": ingested.rows, "malformed": ingested.malformed, "source": str(source_path)})
     staged = stage_task(db_path, run_dir / "staged")
     update_stats(run_dir, "stage", {"kept": staged.kept, "rejected": staged.rejected})
     log.info("staged %d positions, quarantined %s", staged.kept, staged.rejected or "none")

@@ -31,9 +31,10 @@ typed as (
         try_cast("Draft" as double) as draft_raw,
         try_cast(try_cast("Cargo" as double) as integer) as cargo,
         nullif(trim("TransceiverClass"), '') as transceiver_class,
-        md5(concat_ws('|', "MMSI", "BaseDateTime", "LAT", "LON", "SOG", "COG", "Heading", "VesselName",
+        -- a JSON list keeps NULLs and field boundaries, so different rows never hash alike
+        md5(to_json(list_value("MMSI", "BaseDateTime", "LAT", "LON", "SOG", "COG", "Heading", "VesselName",
             "IMO", "CallSign", "VesselType", "Status", "Length", "Width", "Draft", "Cargo",
-            "TransceiverClass")) as row_hash
+            "TransceiverClass"))::varchar) as row_hash
     from source
 ),
 
@@ -58,10 +59,12 @@ flagged as (
             when mmsi is null then 'unparseable_mmsi'
             when ts is null then 'unparseable_timestamp'
             -- a ship MMSI is 9 digits whose MID (first 3 digits) lies in 201..775
-            when not regexp_full_match(cast(mmsi as varchar), '[2-7][0-9]{8}') then 'invalid_mmsi'
+            when mmsi not between 201000000 and 775999999 then 'invalid_mmsi'
             when lat is null or lon is null then 'missing_position'
             when lat = 91 or lon = 181 then 'position_not_available'
             when abs(lat) > 90 or abs(lon) > 180 then 'position_out_of_range'
+            -- 0,0 is what a receiver without a fix sends, not a place ships go
+            when lat = 0 and lon = 0 then 'null_island'
         end as invalid_reason,
         row_number() over (partition by row_hash order by source_row) as copy_number
     from not_available_to_null

@@ -65,6 +65,9 @@ class FactsConfig(Section):
     min_window_positions: int = Field(6, ge=2, description="Windows with fewer positions yield no movement fact.")
 
 
+CATEGORIES = ("movement", "port_activity")  # question categories the AIS catalogue implements
+
+
 class GenerateConfig(Section):
     seed: int = Field(11, description="Seed for sampling facts and phrasings.")
     max_seeds: int = Field(600, ge=1, description="Upper bound on seed questions per run.")
@@ -74,6 +77,15 @@ class GenerateConfig(Section):
     )
     unanswerable_share: float = Field(0.1, ge=0, lt=1, description="Share of questions about a vessel/window not in the data.")
     context_format: Literal["table", "jsonl"] = Field("table", description="How AIS records appear in the user turn.")
+
+    @model_validator(mode="after")
+    def _known_categories(self) -> "GenerateConfig":
+        unknown = sorted(set(self.category_shares) - set(CATEGORIES))
+        if unknown:
+            raise ValueError(f"unknown categories {unknown} in category_shares; known: {list(CATEGORIES)}")
+        if any(v < 0 for v in self.category_shares.values()) or sum(self.category_shares.values()) <= 0:
+            raise ValueError("category_shares must be non-negative with a positive sum")
+        return self
     max_context_records: int = Field(40, ge=2, description="Facts needing more records than this are not asked.")
 
 

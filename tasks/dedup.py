@@ -17,8 +17,7 @@ import numpy as np
 from prefect import task
 
 from tasks.config import DedupConfig
-from tasks.teacher import read_examples
-from tasks.validate import QUARANTINE_SCHEMA, quarantine_row, write_jsonl, write_parquet
+from tasks.artifacts import quarantine_row, read_jsonl, write_jsonl, write_quarantine
 
 
 def default_model_path() -> Path:
@@ -63,7 +62,7 @@ def near_duplicates(embeddings: np.ndarray, threshold: float) -> dict[int, tuple
 
 
 def dedup_examples(kept_path: Path, cfg: DedupConfig, out_path: Path, quarantine_path: Path) -> dict[str, Any]:
-    examples = sorted(read_examples(kept_path), key=lambda e: e["id"])
+    examples = sorted(read_jsonl(kept_path), key=lambda e: e["id"])
     rejected, survivors, seen = [], [], {}
     for ex in examples:
         key = hashlib.sha256(normalise(dedup_text(ex)).encode()).hexdigest()
@@ -88,7 +87,7 @@ def dedup_examples(kept_path: Path, cfg: DedupConfig, out_path: Path, quarantine
         else:
             final.append(ex)
     write_jsonl(final, out_path)
-    write_parquet(rejected, quarantine_path, QUARANTINE_SCHEMA)
+    write_quarantine(rejected, quarantine_path)
     return {"input": len(examples), "kept": len(final), "exact_duplicates": n_exact,
             "near_duplicates": len(dropped), "threshold": cfg.threshold}
 

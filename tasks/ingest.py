@@ -23,7 +23,8 @@ NOAA_COLUMNS = (
 class IngestResult:
     db_path: Path
     source_path: Path
-    rows: int
+    rows: int           # data lines read: loaded + malformed
+    malformed: int      # lines that are not a CSV row of the header's width (quarantined)
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -64,23 +65,43 @@ def check_noaa_csv(path: Path) -> list[str]:
 
 def ingest_noaa_csv(source_path: Path, db_path: Path) -> IngestResult:
     """Load every row as text into table raw_ais (typing happens in sql/stg_ais_positions.sql,
-    so a malformed value sends its row to quarantine instead of failing the load)."""
+    so a malformed value sends its row to quarantine instead of failing the load). Lines that are
+    not a row of the header's width (an unquoted comma in a name, a cut-off line, bytes that are
+    not UTF-8) land in table ingest_rejects with DuckDB's reason."""
     source_path = Path(source_path)
-    check_noaa_csv(source_path)
+    header = check_noaa_csv(source_path)
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(db_path)) as con:
-        con.execute(
-            """
-            create or replace table raw_ais as
-            select row_number() over () as source_row, *
-            from read_csv($path, header = true, all_varchar = true, auto_detect = true,
-                          ignore_errors = false, null_padding = true)
-            """,
-            {"path": str(source_path)},
-        )
-        rows = con.execute("select count(*) from raw_ais").fetchone()[0]
-    return IngestResult(db_path=db_path, source_path=source_path, rows=rows)
+    # the dialect is fixed, not sniffed: a bad line in the sniffer's sample must not change how
+    # every other line is read; columns are typed by name in the header's own order
+    columns = "{" + ", ".join(f"'{name}': 'VARCHAR'" for name in header) + "}"
+    try:
+        with duckdb.connect(str(db_path)) as con:
+            con.execute(
+                f"""
+                create or replace table raw_ais as
+                select row_number() over () as source_row, *
+                from read_csv($path, header = true, auto_detect = false, delim = ',', quote = '"',
+                              escape = '"', columns = {columns}, store_rejects = true,
+                              rejects_table = 'csv_reject_errors', rejects_scan = 'csv_reject_scans')
+                """,
+                {"path": str(source_path)},
+            )
+            con.execute(
+                """
+                create or replace table ingest_rejects as
+                select line, any_value(error_type order by column_idx) as error_type,
+                       any_value(csv_line order by column_idx) as csv_line,
+                       any_value(error_message order by column_idx) as error_message
+                from csv_reject_errors group by line order by line
+                """
+            )
+            loaded = con.execute("select count(*) from raw_ais").fetchone()[0]
+            malformed = con.execute("select count(*) from ingest_rejects").fetchone()[0]
+    except duckdb.Error as exc:
+        first = str(exc).splitlines()[0]
+        raise InputError(f"AIS file {source_path} cannot be read as CSV ({first}); check the file is a MarineCadastre CSV") from None
+    return IngestResult(db_path=db_path, source_path=source_path, rows=loaded + malformed, malformed=malformed)
 
 
 ingest_task = task(name="ingest-noaa-csv")(ingest_noaa_csv)

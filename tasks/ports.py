@@ -61,6 +61,13 @@ def check_ports(table: pd.DataFrame, origin: str = "port table") -> pd.DataFrame
             f"{origin}: locode is empty in row {row + 1} (port {ports.at[row, 'port_name']!r}); "
             "give every port its UN/LOCODE, e.g. USLAX"
         )
+    malformed = ~ports["locode"].str.fullmatch(r"[A-Z]{2}[A-Z2-9]{3}")
+    if malformed.any():
+        row = int(malformed.idxmax())
+        raise InputError(
+            f"{origin}: locode {ports.at[row, 'locode']!r} in row {row + 1} is not a UN/LOCODE "
+            "(2-letter country + 3 letters or digits 2-9, upper case, no space, e.g. USLAX)"
+        )
     duplicated = ports["locode"].duplicated()
     if duplicated.any():
         locode = ports.at[int(duplicated.idxmax()), "locode"]

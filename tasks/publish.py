@@ -14,8 +14,7 @@ from prefect import task
 
 from tasks.config import SplitConfig
 from tasks.split import assign_splits
-from tasks.teacher import read_examples
-from tasks.validate import QUARANTINE_SCHEMA, write_jsonl
+from tasks.artifacts import QUARANTINE_COLUMNS, read_jsonl, write_jsonl
 
 # what a trainer and lm-eval read; the full provenance stays in examples.parquet
 TRAIN_FIELDS = ("id", "messages", "category", "difficulty", "form", "answerable", "mmsi", "fact", "grounding")
@@ -34,7 +33,7 @@ def publish_dataset(
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
 
-    examples = read_examples(deduped_path)
+    examples = read_jsonl(deduped_path)
     splits = assign_splits(examples, cfg)
     for ex in examples:
         ex["split"] = splits[str(ex["mmsi"])]
@@ -47,7 +46,7 @@ def publish_dataset(
     frame.to_parquet(staging / "examples.parquet", index=False)
 
     quarantine = pd.concat(
-        [pd.read_parquet(p) for p in quarantine_paths if Path(p).exists()] or [pd.DataFrame(columns=list(QUARANTINE_SCHEMA))],
+        [pd.read_parquet(p) for p in quarantine_paths if Path(p).exists()] or [pd.DataFrame(columns=list(QUARANTINE_COLUMNS))],
         ignore_index=True,
     ).astype("string")
     quarantine.to_parquet(staging / "quarantine.parquet", index=False)

@@ -39,7 +39,7 @@ def render_report(run_dir: Path) -> str:
     out += ["## Funnel", ""]
     ing, stg = stats["ingest"], stats["stage"]
     rows = [
-        ["AIS rows read", ing["rows"], ""],
+        ["AIS rows read", ing["rows"], f"{ing.get('malformed', 0)} malformed lines quarantined"],
         ["positions staged", stg["kept"], ", ".join(f"{k}: {v}" for k, v in stg["rejected"].items()) or "none"],
     ]
     for name, n in stats["facts"]["counts"].items():
@@ -73,7 +73,9 @@ def render_report(run_dir: Path) -> str:
         t = stats["train"]
         out += ["## Training", "",
                 f"Student `{t['base_model']}`; method {t['method']} on {t['device']}; {t['steps']} steps over "
-                f"{t['examples']} examples in {t['seconds']:.1f} s; train loss {t['train_loss']:.3f}; "
+                f"{t['examples']} of {pub['train_examples']} train examples"
+                f"{' (the rest exceed train.max_length and were skipped)' if t['examples'] < pub['train_examples'] else ''}"
+                f" in {t['seconds']:.1f} s; train loss {t['train_loss']:.3f}; "
                 f"eval loss {_score(t.get('eval_loss'))}.", ""]
     results_path = run_dir / "eval" / "results.json"
     if results_path.exists():

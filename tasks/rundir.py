@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,22 @@ def new_run_id(domain: str) -> str:
     return f"{domain}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
 
 
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID_RE.fullmatch(run_id) or run_id == "latest":
+        raise InputError(f"run id {run_id!r} must be letters, digits, '.', '_' or '-' (and not 'latest')")
+    return run_id
+
+
 def create_run_dir(cfg: PipelineConfig, run_id: str | None = None) -> Path:
+    """A new, empty run folder. An existing one is refused: its old scores would mix with new data."""
     runs_dir = Path(cfg.run.runs_dir)
-    run_id = run_id or cfg.run.run_id or new_run_id(cfg.run.domain)
+    run_id = check_run_id(run_id or cfg.run.run_id or new_run_id(cfg.run.domain))
     run_dir = runs_dir / run_id
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise InputError(f"run folder {run_dir} already exists; pick another --run-id or delete that folder")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -17,6 +17,7 @@ import pandas as pd
 from prefect import task
 
 from tasks.config import GenerateConfig
+from tasks.geo import distance_nm
 from tasks.ports import load_ports
 
 # AIS ship-type codes (ITU-R M.1371 table 53) grouped the way users ask about them.
@@ -39,7 +40,11 @@ def vessel_type_name(code: Any) -> str:
     return "other"
 
 
-NAV_STATUS = {0: "underway", 1: "at anchor", 5: "moored"}
+# AIS navigational status (ITU-R M.1371); 9-13 are reserved, 15 (undefined) is staged as NULL
+NAV_STATUS = {
+    0: "underway", 1: "at anchor", 2: "not under command", 3: "restricted manoeuvrability",
+    4: "constrained by draught", 5: "moored", 6: "aground", 7: "fishing", 8: "sailing", 14: "ais-sart",
+}
 
 # question form -> (category, difficulty). Difficulty grows with the work needed to answer.
 FORMS: dict[str, tuple[str, str]] = {
@@ -99,25 +104,32 @@ def _fmt(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+def _status(code: Any) -> str | None:
+    if code is None or pd.isna(code):
+        return None
+    return NAV_STATUS.get(int(code), "reserved")
+
+
 def format_context(
-    rows: pd.DataFrame, mmsi: int, name: str | None, vtype: str, fmt: str, ports: pd.DataFrame | None = None
+    rows: pd.DataFrame, mmsi: int, name: str | None, vtype: str, fmt: str, ports: pd.DataFrame | None = None,
+    port_rule: str | None = None,
 ) -> str:
-    """The user-turn context: the vessel's reports, one per line, plus nearby ports if given.
-    NA marks a value the transponder sent as not available."""
+    """The user-turn context: the vessel's reports, one per line, plus nearby ports and the
+    port-call rule if given. NA marks a value the transponder sent as not available."""
     day = pd.Timestamp(rows["ts"].iloc[0]).strftime("%Y-%m-%d")
     label = f"{name}, " if name else ""
     lines = [f"AIS position reports for vessel MMSI {mmsi} ({label}{vtype}), {day} UTC:"]
     if fmt == "table":
         lines.append("time|lat|lon|sog_kn|cog_deg|status")
         for r in rows.itertuples(index=False):
-            status = NAV_STATUS.get(r.nav_status, "NA") if not pd.isna(r.nav_status) else "NA"
+            status = _status(r.nav_status) or "NA"
             lines.append(
                 f"{pd.Timestamp(r.ts).strftime('%H:%M:%S')}|{r.lat:.5f}|{r.lon:.5f}|{_fmt(r.sog_kn, 1)}|"
                 f"{_fmt(r.cog_deg, 1)}|{status}"
             )
     else:
         for r in rows.itertuples(index=False):
-            status = NAV_STATUS.get(r.nav_status) if not pd.isna(r.nav_status) else None
+            status = _status(r.nav_status)
             lines.append(json.dumps({
                 "time": pd.Timestamp(r.ts).strftime("%H:%M:%S"), "lat": round(r.lat, 5), "lon": round(r.lon, 5),
                 "sog_kn": None if pd.isna(r.sog_kn) else round(r.sog_kn, 1),
@@ -127,6 +139,8 @@ def format_context(
         lines.append("Ports nearby (name, UN/LOCODE, lat, lon):")
         for p in ports.itertuples(index=False):
             lines.append(f"{p.port_name}|{p.locode}|{p.lat:.4f}|{p.lon:.4f}")
+    if port_rule:
+        lines.append(port_rule)
     return "\n".join(lines)
 
 
@@ -167,15 +181,16 @@ class ContextSpec:
 
 def render_context(spec: ContextSpec, seed: "Seed", tracks: _Tracks, ports: pd.DataFrame, fmt: str) -> str:
     rows = tracks.window(spec.mmsi, spec.start, spec.end, spec.inclusive_end)
-    nearby = _nearby_ports(ports, *spec.ports_near) if spec.ports_near else None
-    return format_context(rows, spec.mmsi, seed.vessel_name, seed.vessel_type, fmt, nearby)
+    nearby, rule = None, None
+    if spec.ports_near:
+        nearby = _nearby_ports(ports, *spec.ports_near)
+        rule = (f"A port call runs from the first to the last report at or below "
+                f"{seed.fact_params['stopped_max_sog_kn']:g} kn within {seed.fact_params['port_radius_nm']:g} nm of a port.")
+    return format_context(rows, spec.mmsi, seed.vessel_name, seed.vessel_type, fmt, nearby, rule)
 
 
 def _nearby_ports(ports: pd.DataFrame, lat: float, lon: float) -> pd.DataFrame:
-    dlat = np.radians(ports["lat"].to_numpy() - lat)
-    dlon = np.radians(ports["lon"].to_numpy() - lon)
-    a = np.sin(dlat / 2) ** 2 + np.cos(np.radians(lat)) * np.cos(np.radians(ports["lat"].to_numpy())) * np.sin(dlon / 2) ** 2
-    nm = 2 * 3440.065 * np.arcsin(np.sqrt(a))
+    nm = distance_nm(lat, lon, ports["lat"].to_numpy(), ports["lon"].to_numpy())
     return ports.assign(_nm=nm)[nm <= PORT_CONTEXT_NM].sort_values(["_nm", "locode"]).drop(columns="_nm")
 
 
@@ -242,6 +257,9 @@ def port_call_candidates(
         port_values = [
             {"name": "mmsi", "value": int(c.mmsi), "kind": "id", "required": False},
             {"name": "locode", "value": c.locode, "kind": "entity", "required": True},
+        ] + [  # nearby ports the context lists: naming one of them instead is a grounding error
+            {"name": "other_port", "value": name, "kind": "distractor", "required": False}
+            for name in _nearby_ports(ports, *port_at)["port_name"] if name != c.port_name
         ]
         windows = {}
         if not c.arrival_before_data:

@@ -7,14 +7,24 @@ import hashlib
 from typing import Any
 
 from tasks.config import SplitConfig
+from tasks.errors import InputError
+
+
+def _position(mmsi: int, seed: int) -> float:
+    """A vessel's fixed place in [0, 1): the same in every run, whatever other vessels appear."""
+    return int(hashlib.sha256(f"{seed}|{mmsi}".encode()).hexdigest()[:12], 16) / 16**12
 
 
 def assign_splits(examples: list[dict[str, Any]], cfg: SplitConfig) -> dict[str, str]:
-    """MMSI -> 'train' | 'eval'. Vessels are ordered by a seeded hash and the first
-    round(n * eval_share) go to eval (at least one, and at least one left for train)."""
-    vessels = sorted({int(e["mmsi"]) for e in examples},
-                     key=lambda m: hashlib.sha256(f"{cfg.seed}|{m}".encode()).hexdigest())
-    if not vessels:
-        return {}
-    n_eval = min(max(1, round(len(vessels) * cfg.eval_share)), max(len(vessels) - 1, 0)) if len(vessels) > 1 else 0
+    """MMSI -> 'train' | 'eval'. A vessel goes to eval when its hash position is below eval_share,
+    so nightly refreshes keep each vessel on its side. With few vessels the hash may put all of
+    them on one side: then the vessel nearest the cut moves, so both splits are non-empty."""
+    vessels = sorted({int(e["mmsi"]) for e in examples}, key=lambda m: _position(m, cfg.seed))
+    if len(vessels) < 2:
+        raise InputError(
+            f"the dataset covers {len(vessels)} vessel(s); a split by MMSI needs at least 2 "
+            "(simulate more vessels or ingest more data)"
+        )
+    n_eval = sum(_position(m, cfg.seed) < cfg.eval_share for m in vessels)
+    n_eval = min(max(n_eval, 1), len(vessels) - 1)
     return {str(m): ("eval" if i < n_eval else "train") for i, m in enumerate(vessels)}

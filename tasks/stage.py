@@ -10,9 +10,6 @@ from prefect import task
 
 from tasks.sqlfiles import create_table_from_sql
 
-QUARANTINE_COLUMNS = ("stage", "reason", "record_id", "mmsi", "payload")
-
-
 @dataclass(frozen=True)
 class StageResult:
     positions_path: Path
@@ -41,7 +38,11 @@ def stage_positions(db_path: Path, out_dir: Path) -> StageResult:
                    s.mmsi_text as mmsi, to_json(r)::varchar as payload
             from stg_all s join raw_ais r using (source_row)
             where s.reject_reason is not null
-            order by s.source_row
+            union all
+            select 'ingest', 'malformed_csv_row', 'line:' || line, split_part(csv_line, ',', 1),
+                   to_json(struct_pack(line, error_type, error_message, csv_line))::varchar
+            from ingest_rejects
+            order by record_id
             """
         )
         con.execute("copy stg_ais_positions to $p (format parquet)", {"p": str(positions_path)})

@@ -256,9 +256,4 @@ def generate_examples(seeds_path: Path, cfg: TeacherConfig, generation_seed: int
     return {"generated": len(seeds), "teacher": teacher.name, "planted_errors": planted}
 
 
-def read_examples(path: Path) -> list[dict[str, Any]]:
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 generate_task = task(name="generate-examples")(generate_examples)

@@ -1,9 +1,10 @@
 """Validators: each example gets keep/drop with a machine-readable reason; nothing is dropped silently.
 
-Grounding rule: every number, time, MMSI and port code in the assistant's answer must equal a
-computed value of the example's fact within the tolerance for its unit, and every required value
-must be stated. An unanswerable question's answer must say the data is insufficient and state no
-value beyond the identifiers and window it was asked about.
+Grounding rule: every number, time, date, MMSI and port in the assistant's turns must equal a
+computed value of the example's fact within the tolerance for its unit (a number followed by a
+unit word is only compared with values of that unit), and every required value must be stated.
+The question may only name the vessel and window the fact is about. An unanswerable question's
+answer must say the data is insufficient and state no value beyond the identifiers and window.
 """
 
 from __future__ import annotations
@@ -17,18 +18,32 @@ from typing import Any
 import pandas as pd
 from prefect import task
 
+from tasks.artifacts import quarantine_row, read_jsonl, write_jsonl, write_quarantine
 from tasks.config import ValidateConfig
-from tasks.teacher import read_examples
 
-ROLES = ("system", "user", "assistant")
-TIME_RE = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?\b")
+TIME_RE = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?(?:\s*([ap])\.?\s?m\b\.?)?", re.IGNORECASE)
 DATE_RE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 LOCODE_RE = re.compile(r"\b[A-Z]{2}[A-Z2-9]{3}\b")
-NUMBER_RE = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w])")
+MMSI_RE = re.compile(r"(?<![\d.])\d{9}(?![\d.])")
+# a number (thousands "1,234", decimal point or decimal comma) and the unit word after it, if any
+NUMBER_RE = re.compile(
+    r"(?<![\w.,])(?P<num>-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:[.,]\d+)?)(?![\d])"
+    r"\s*(?P<unit>knots?|kts?|kn|nautical\s+miles?|nmi|nm|minutes?|mins?|hours?|hrs?|h|"
+    r"(?:speed\s+|position\s+)?reports?|legs?|positions?)?(?![a-z])",
+    re.IGNORECASE,
+)
+UNIT_KINDS = {
+    "kn": "speed_kn", "kt": "speed_kn", "knot": "speed_kn",
+    "nm": "distance_nm", "nmi": "distance_nm", "nautical": "distance_nm",
+    "min": "minutes", "minute": "minutes",
+    "h": "hours", "hr": "hours", "hour": "hours",
+    "report": "count", "speed": "count", "position": "count", "leg": "count",
+}
 REFUSAL_RE = re.compile(
     r"insufficient|cannot be determined|cannot answer|no (?:ais )?(?:records|reports)|not in the data|not present",
     re.IGNORECASE,
 )
+TOLERANCE_KINDS = ("speed_kn", "distance_nm", "minutes", "hours", "count", "id")
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,16 @@ class Verdict:
     keep: bool
     reason: str | None = None
     detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What a text states: times (minute of day), dates, port codes, numbers with their unit kind."""
+
+    times: list[float]
+    dates: list[str]
+    codes: list[str]
+    numbers: list[tuple[float, str | None]]
 
 
 def check_schema(example: dict[str, Any]) -> Verdict:
@@ -54,6 +79,39 @@ def check_schema(example: dict[str, Any]) -> Verdict:
     return Verdict(True)
 
 
+def _unit_kind(unit: str | None) -> str | None:
+    if not unit:
+        return None
+    word = re.split(r"\s+", unit.lower())[0]
+    word = word[:-1] if word.endswith("s") and word not in ("s",) else word
+    return UNIT_KINDS.get(word)
+
+
+def _number(text: str) -> float:
+    if "," in text and "." not in text and not re.fullmatch(r"-?\d{1,3}(?:,\d{3})+", text):
+        return float(text.replace(",", "."))  # decimal comma: 12,3
+    return float(text.replace(",", ""))
+
+
+def extract_claims(text: str, names: list[str]) -> Claims:
+    # names can hold digits ("EAGLE 2"): take the known ones out before reading numbers
+    for name in names:
+        if name:
+            text = text.replace(name, " ")
+    times = []
+    for h, m, s, ampm in TIME_RE.findall(text):
+        hour = int(h)
+        if ampm:
+            hour = hour % 12 + (12 if ampm.lower() == "p" else 0)
+        times.append(hour * 60 + int(m) + (int(s) / 60 if s else 0))
+    text = TIME_RE.sub(" ", text)
+    dates = DATE_RE.findall(text)
+    text = DATE_RE.sub(" ", text)
+    codes = LOCODE_RE.findall(text)
+    numbers = [(_number(m["num"]), _unit_kind(m["unit"])) for m in NUMBER_RE.finditer(text)]
+    return Claims(times, dates, codes, numbers)
+
+
 def _minute_of_day(iso: str) -> float:
     ts = pd.Timestamp(iso)
     return ts.hour * 60 + ts.minute + ts.second / 60
@@ -70,62 +128,75 @@ def _tolerance(kind: str, cfg: ValidateConfig) -> float:
     }[kind]
 
 
+def _loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def check_grounding(example: dict[str, Any], cfg: ValidateConfig) -> Verdict:
-    answer = example["messages"][-1]["content"]
-    grounding = json.loads(example["grounding"]) if isinstance(example["grounding"], str) else example["grounding"]
-    fact = json.loads(example["fact"]) if isinstance(example["fact"], str) else example["fact"]
-    text = answer
-    # names can hold digits ("EAGLE 2"): take the known ones out before reading numbers
-    for name in (example.get("vessel_name"), fact.get("port_name")):
-        if isinstance(name, str) and name:
-            text = text.replace(name, " ")
-
-    times = [(int(h) * 60 + int(m) + (int(s) / 60 if s else 0)) for h, m, s in TIME_RE.findall(text)]
-    text = TIME_RE.sub(" ", text)
-    dates = DATE_RE.findall(text)
-    text = DATE_RE.sub(" ", text)
-    codes = LOCODE_RE.findall(text)
-    numbers = [float(n) for n in NUMBER_RE.findall(text)]
-
+    grounding = _loads(example["grounding"])
+    fact = _loads(example["fact"])
+    names = [n for n in (example.get("vessel_name"), fact.get("port_name")) if isinstance(n, str)]
     allowed_times = [_minute_of_day(g["value"]) for g in grounding if g["kind"] == "time"]
     allowed_days = {str(g["value"])[:10] for g in grounding if g["kind"] == "time"}
     allowed_codes = {g["value"] for g in grounding if g["kind"] == "entity"}
-    numeric = [g for g in grounding if g["kind"] not in ("time", "entity")]
+    distractors = [g["value"] for g in grounding if g["kind"] == "distractor"]
+    numeric = [g for g in grounding if g["kind"] in TOLERANCE_KINDS]
 
     def time_ok(t: float, ref: float) -> bool:
         diff = abs(t - ref) % 1440
         return min(diff, 1440 - diff) <= cfg.minutes_tolerance
 
-    def number_ok(n: float, g: dict[str, Any]) -> bool:
+    def number_ok(n: float, unit: str | None, g: dict[str, Any]) -> bool:
+        if unit is not None and g["kind"] != unit:
+            return False
         return abs(n - float(g["value"])) <= _tolerance(g["kind"], cfg) + 1e-9
 
-    for t in times:
-        if not any(time_ok(t, ref) for ref in allowed_times):
-            return Verdict(False, "ungrounded_time", f"{int(t) // 60:02d}:{int(t) % 60:02d} matches no computed time")
-    for d in dates:
-        if d not in allowed_days:
-            return Verdict(False, "ungrounded_date", d)
-    for c in codes:
-        if c not in allowed_codes:
-            return Verdict(False, "ungrounded_entity", f"{c} is not the computed port")
-    for n in numbers:
-        if not any(number_ok(n, g) for g in numeric):
-            return Verdict(False, "ungrounded_number", f"{n:g} matches no computed value")
-
+    # the question may only name the window and the vessel it asks about
+    question = example["messages"][-2]["content"].rsplit("Question:", 1)[-1]
+    asked = {int(g["value"]) for g in grounding if g["name"] in ("asked_mmsi", "mmsi")}
     if not example.get("answerable", True):
-        if not REFUSAL_RE.search(answer):
-            return Verdict(False, "unanswerable_not_refused", "answer to an unanswerable question does not say the data is insufficient")
+        asked = {int(g["value"]) for g in grounding if g["name"] == "asked_mmsi"}
+    q = extract_claims(question, names)
+    for t in q.times:
+        if not any(time_ok(t, ref) for ref in allowed_times):
+            return Verdict(False, "question_off_fact", "the question names a time outside the fact's window")
+    for mmsi in MMSI_RE.findall(question):
+        if int(mmsi) not in asked:
+            return Verdict(False, "question_off_fact", f"the question names vessel {mmsi}, not the fact's")
 
+    assistant_turns = [m["content"] for m in example["messages"] if m["role"] == "assistant"]
+    for turn in assistant_turns:
+        for d in distractors:
+            if re.search(rf"(?<!\w){re.escape(d)}(?!\w)", turn) and not any(d in n for n in names):
+                return Verdict(False, "ungrounded_entity", f"names {d}, which is not the computed port")
+        c = extract_claims(turn, names)
+        for t in c.times:
+            if not any(time_ok(t, ref) for ref in allowed_times):
+                return Verdict(False, "ungrounded_time", f"{int(t) // 60:02d}:{int(t) % 60:02d} matches no computed time")
+        for d in c.dates:
+            if d not in allowed_days:
+                return Verdict(False, "ungrounded_date", d)
+        for code in c.codes:
+            if code not in allowed_codes:
+                return Verdict(False, "ungrounded_entity", f"{code} is not the computed port")
+        for n, unit in c.numbers:
+            if not any(number_ok(n, unit, g) for g in numeric):
+                return Verdict(False, "ungrounded_number", f"{n:g}{' ' + unit if unit else ''} matches no computed value")
+
+    answer = assistant_turns[-1]
+    if not example.get("answerable", True) and not REFUSAL_RE.search(answer):
+        return Verdict(False, "unanswerable_not_refused", "answer to an unanswerable question does not say the data is insufficient")
+
+    final = extract_claims(answer, names)
     for g in grounding:
         if not g.get("required"):
             continue
-        kind = g["kind"]
-        if kind == "time":
-            stated = any(time_ok(t, _minute_of_day(g["value"])) for t in times)
-        elif kind == "entity":
-            stated = g["value"] in codes
+        if g["kind"] == "time":
+            stated = any(time_ok(t, _minute_of_day(g["value"])) for t in final.times)
+        elif g["kind"] == "entity":
+            stated = g["value"] in final.codes
         else:
-            stated = any(number_ok(n, g) for n in numbers)
+            stated = any(number_ok(n, unit, g) for n, unit in final.numbers)
         if not stated:
             return Verdict(False, "missing_required_value", f"answer does not state {g['name']}")
     return Verdict(True)
@@ -138,18 +209,8 @@ def validate_example(example: dict[str, Any], cfg: ValidateConfig) -> Verdict:
     return check_grounding(example, cfg)
 
 
-def quarantine_row(stage: str, reason: str, detail: str | None, example: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "stage": stage,
-        "reason": reason,
-        "record_id": example.get("id"),
-        "mmsi": str(example.get("mmsi")),
-        "payload": json.dumps({**example, "rejection_detail": detail}, default=str),
-    }
-
-
 def validate_examples(generated_path: Path, cfg: ValidateConfig, kept_path: Path, quarantine_path: Path) -> dict[str, Any]:
-    examples = read_examples(generated_path)
+    examples = read_jsonl(generated_path)
     kept, rejected = [], []
     for ex in examples:
         verdict = validate_example(ex, cfg)
@@ -158,36 +219,14 @@ def validate_examples(generated_path: Path, cfg: ValidateConfig, kept_path: Path
         else:
             rejected.append(quarantine_row("validate", verdict.reason, verdict.detail, ex))
     write_jsonl(kept, kept_path)
-    write_parquet(rejected, quarantine_path, QUARANTINE_SCHEMA)
+    write_quarantine(rejected, quarantine_path)
     reasons: dict[str, int] = {}
     for r in rejected:
         reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
     planted = sum(1 for ex in examples if ex.get("planted_error"))
     planted_caught = sum(1 for r in rejected if json.loads(r["payload"]).get("planted_error"))
-    return {"input": len(examples), "kept": len(kept), "rejected": len(rejected), "reasons": reasons,
+    return {"input": len(examples), "kept": len(kept), "rejected": len(rejected), "reasons": dict(sorted(reasons.items())),
             "planted_errors": planted, "planted_errors_caught": planted_caught}
-
-
-QUARANTINE_SCHEMA = ("stage", "reason", "record_id", "mmsi", "payload")
-
-
-def write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, default=str) + "\n")
-    tmp.replace(path)
-
-
-def write_parquet(rows: list[dict[str, Any]], path: Path, columns: tuple[str, ...]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(rows, columns=list(columns)).astype({c: "string" for c in columns})
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
 
 
 validate_task = task(name="validate-grounding")(validate_examples)

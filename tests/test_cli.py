@@ -23,6 +23,10 @@ def _cli(*args, cwd=REPO):
         (["refresh", "--set", "source.kind=noaa_csv"], "source.path is required"),
         (["refresh", "--set", "source.kind=noaa_csv", "--set", "source.path=/nonexistent/ais.csv"], "does not exist"),
         (["refresh", "--set", "novalue"], "must look like section.key=value"),
+        (["refresh", "--run-id", "latest"], "run id 'latest' must be"),
+        (["refresh", "--run-id", "a/b"], "run id 'a/b' must be"),
+        (["refresh", "--set", "generate.category_shares={port_actvity: 1}"], "unknown categories ['port_actvity']"),
+        (["run", "--set", "student.base_model=example-org/not-downloaded"], "not in the Hugging Face cache"),
     ],
 )
 def test_bad_config_and_input_are_one_line_errors(args, expect):
@@ -40,6 +44,13 @@ def test_wrong_columns_and_empty_file(tmp_path):
     empty.write_text("")
     out = _cli("refresh", "--set", "source.kind=noaa_csv", "--set", f"source.path={empty}")
     assert out.returncode == 2 and "is empty" in out.stderr
+
+
+def test_an_existing_run_folder_is_not_reused(tmp_path):
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r1" / "stats.json").write_text("{}")
+    out = _cli("refresh", "--run-id", "r1", "--set", f"run.runs_dir={tmp_path}")
+    assert out.returncode == 2 and "already exists" in out.stderr
 
 
 def test_train_eval_without_a_dataset_says_run_refresh_first(tmp_path):

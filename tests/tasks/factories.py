@@ -36,7 +36,8 @@ def port_seed(form: str = "dwell", mmsi: int = 366000009) -> Seed:
     fact = {"locode": "USLGB", "port_name": "Long Beach", "arrival": "2024-01-15T07:42:10",
             "departure": "2024-01-15T10:03:40", "dwell_minutes": 141.5}
     grounding = [{"name": "mmsi", "value": mmsi, "kind": "id", "required": False},
-                 {"name": "locode", "value": "USLGB", "kind": "entity", "required": True}]
+                 {"name": "locode", "value": "USLGB", "kind": "entity", "required": True},
+                 {"name": "other_port", "value": "Los Angeles", "kind": "distractor", "required": False}]
     grounding += {
         "arrival": [{"name": "arrival", "value": fact["arrival"], "kind": "time", "required": True}],
         "departure": [{"name": "departure", "value": fact["departure"], "kind": "time", "required": True}],

@@ -10,8 +10,9 @@ import pytest
 from tasks.config import DedupConfig, SplitConfig
 from tasks.dedup import dedup_examples
 from tasks.publish import publish_dataset
+from tasks.errors import InputError
 from tasks.split import assign_splits
-from tasks.validate import write_jsonl
+from tasks.artifacts import write_jsonl
 from tests.tasks.factories import example, movement_seed, port_seed
 
 
@@ -40,11 +41,21 @@ def test_exact_and_near_duplicates_are_quarantined_deterministically(tmp_path):
 
 
 def test_split_keeps_each_vessel_on_one_side():
-    examples = [{"mmsi": 366000000 + (i % 25)} for i in range(200)]
+    examples = [{"mmsi": 366000000 + (i % 400)} for i in range(2000)]
     splits = assign_splits(examples, SplitConfig(eval_share=0.2, seed=0))
-    assert sum(v == "eval" for v in splits.values()) == 5 and len(splits) == 25
+    assert len(splits) == 400 and 50 <= sum(v == "eval" for v in splits.values()) <= 110
     assert splits == assign_splits(examples, SplitConfig(eval_share=0.2, seed=0))
     assert splits != assign_splits(examples, SplitConfig(eval_share=0.2, seed=1))
+    # a later refresh with more vessels keeps the earlier vessels where they were
+    more = assign_splits(examples + [{"mmsi": 367000000 + i} for i in range(100)], SplitConfig(eval_share=0.2))
+    assert all(more[m] == side for m, side in splits.items())
+
+
+def test_split_needs_two_vessels_and_fills_both_sides():
+    with pytest.raises(InputError, match="needs at least 2"):
+        assign_splits([{"mmsi": 366000001}], SplitConfig())
+    two = assign_splits([{"mmsi": 366000001}, {"mmsi": 366000002}], SplitConfig(eval_share=0.01))
+    assert sorted(two.values()) == ["eval", "train"]
 
 
 def test_publish_writes_dataset_atomically(tmp_path):

@@ -85,3 +85,43 @@ def test_bad_input_is_one_line_with_a_fix(tmp_path, make, message):
         check_noaa_csv(path)
     text = str(err.value)
     assert message in text and "\n" not in text and str(path) in text
+
+
+def test_malformed_lines_are_quarantined_not_misread(tmp_path):
+    good = [noaa_row(ts=f"2024-01-15T00:{i:02d}:00") for i in range(40)]
+    path = tmp_path / "ais.csv"
+    with open(path, "wb") as fh:
+        fh.write((",".join(NOAA_HEADER) + "\n").encode())
+        for r in good[:3]:
+            fh.write((",".join(r) + "\n").encode())
+        fh.write(b"366000001,2024-01-15T01:00:00,33.7,-118.2,10.0,90.0,90,BAD, NAME,IMO1,WDA,70,0,180,30,9.5,70,A\n")
+        fh.write(b"366000001,2024-01-15T01:01:00,33.7\n")
+        fh.write(b"366000001,2024-01-15T01:02:00,33.7,-118.2,10.0,90.0,90,\xff\xfeNAME,IMO1,WDA,70,0,180,30,9.5,70,A\n")
+        fh.write(b'366000001,2024-01-15T01:03:00,33.7,-118.2,10.0,90.0,90,"QUOTED, NAME",IMO1,WDA,70,0,180,30,9.5,70,A\n')
+        for r in good[3:]:
+            fh.write((",".join(r) + "\n").encode())
+    ingested = ingest_noaa_csv(path, tmp_path / "w.duckdb")
+    assert ingested.rows == 44 and ingested.malformed == 3
+    result = stage_positions(tmp_path / "w.duckdb", tmp_path / "staged")
+    staged = pd.read_parquet(result.positions_path)
+    quarantine = pd.read_parquet(result.quarantine_path)
+    assert result.rejected["malformed_csv_row"] == 3
+    assert "QUOTED, NAME" in set(staged["vessel_name"])          # a quoted comma is data
+    assert set(staged["transceiver_class"]) == {"A"} and set(staged["nav_status"].dropna()) == {0}
+    assert len(staged) + len(quarantine) == ingested.rows
+    bad = quarantine[quarantine.reason == "malformed_csv_row"]
+    assert bad["payload"].str.contains("csv_line").all() and bad["stage"].eq("ingest").all()
+
+
+def test_rows_differing_only_in_which_field_is_empty_are_not_duplicates(tmp_path):
+    rows = [noaa_row(sog="", cog="90.0"), noaa_row(sog="90.0", cog="")]
+    result, staged, _ = _stage(tmp_path, rows)
+    assert result.kept == 2 and staged["row_hash"].is_unique
+
+
+def test_mid_range_and_null_island(tmp_path):
+    rows = [noaa_row(mmsi="200123456"), noaa_row(mmsi="776123456"), noaa_row(mmsi="201123456"),
+            noaa_row(mmsi="775123456"), noaa_row(mmsi="366000009", lat="0", lon="0")]
+    result, staged, _ = _stage(tmp_path, rows)
+    assert sorted(staged["mmsi"]) == [201123456, 775123456]
+    assert result.rejected == {"invalid_mmsi": 2, "null_island": 1}

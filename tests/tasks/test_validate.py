@@ -69,3 +69,45 @@ def test_schema_rejects_bad_turns():
     ex = example(movement_seed())
     ex["messages"][1]["content"] = "  "
     assert validate_example(ex, CFG).reason == "schema_empty_turn"
+
+
+@pytest.mark.parametrize(
+    "answer, reason",
+    [
+        ("Vessel 366000001 peaked at 13.9kn between 06:00 and 07:00 UTC.", "ungrounded_number"),   # unit glued on
+        ("Vessel 366000001 peaked at 13.1 kts.", None),
+        ("Vessel 366000001 peaked at 13,1 knots.", None),                                           # decimal comma
+        ("Vessel 366000001 peaked at 13.1 knots, 12.3 nautical miles from port.", "ungrounded_number"),
+    ],
+)
+def test_numbers_are_read_with_their_units(answer, reason):
+    verdict = validate_example(example(movement_seed("max_speed", maxv=13.06, mean=12.3), answer=answer), CFG)
+    assert verdict.reason == reason, verdict
+
+
+def test_a_value_stated_in_the_wrong_unit_is_rejected():
+    # dwell is 141.5 minutes: "141 hours" must not pass because 141 matches the minutes value
+    ex = example(port_seed("dwell"), answer="Vessel 366000009 stayed at Long Beach (USLGB) for 142 hours (2.4 minutes).")
+    assert validate_example(ex, CFG).reason == "ungrounded_number"
+
+
+def test_pm_times_are_converted():
+    ok = example(port_seed("arrival"), answer="Vessel 366000009 arrived at Long Beach (USLGB) at 7:42 am UTC.")
+    assert validate_example(ok, CFG).keep
+    pm = example(port_seed("arrival"), answer="Vessel 366000009 arrived at Long Beach (USLGB) at 7:42 PM UTC.")
+    assert validate_example(pm, CFG).reason == "ungrounded_time"
+
+
+def test_naming_a_nearby_port_instead_of_the_computed_one_is_rejected():
+    ex = example(port_seed("arrival"), answer="Vessel 366000009 arrived at Los Angeles (USLGB) at 07:42 UTC.")
+    assert validate_example(ex, CFG).reason == "ungrounded_entity"
+
+
+def test_the_question_must_ask_about_the_fact():
+    ex = example(movement_seed("mean_speed"))
+    ex["messages"][1]["content"] = ex["messages"][1]["content"].rsplit("Question:", 1)[0] + (
+        "Question: What was the mean speed of vessel 366000001 between 09:00 and 10:00 UTC?")
+    assert validate_example(ex, CFG).reason == "question_off_fact"
+    ex = example(movement_seed("mean_speed"))
+    ex["messages"][1]["content"] = ex["messages"][1]["content"].replace("vessel 366000001", "vessel 366000777")
+    assert validate_example(ex, CFG).reason == "question_off_fact"
