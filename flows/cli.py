@@ -53,15 +53,23 @@ def check_base_model(base_model: str | None) -> None:
 def preflight(command: str, config: str, overrides: dict[str, Any], run_dir: str | None, run_id: str | None) -> None:
     """Fail fast with a one-line message for the mistakes a user makes most."""
     from tasks.config import load_config
-    from tasks.ingest import check_noaa_csv
+    from tasks.ingest import check_noaa_csv, source_files
     from tasks.ports import load_ports
     from tasks.rundir import check_run_id, resolve_run_dir
 
     cfg = load_config(config, overrides)
     if command in ("run", "refresh"):
         load_ports(cfg.ports.path)
-        if cfg.source.kind == "noaa_csv":
-            check_noaa_csv(Path(cfg.source.path))
+        if cfg.source.kind in ("noaa_csv", "dma_csv", "nmea", "parquet"):
+            files = source_files(cfg.source.kind, Path(cfg.source.path))
+            if cfg.source.kind == "noaa_csv":
+                for f in files:
+                    check_noaa_csv(f)
+            elif cfg.source.kind == "dma_csv":
+                from tasks.sources.dma import check_dma_csv
+
+                for f in files:
+                    check_dma_csv(f)
         chosen = run_id or cfg.run.run_id
         if chosen:
             check_run_id(chosen)

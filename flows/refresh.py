@@ -10,7 +10,8 @@ from prefect import flow, get_run_logger
 from tasks.config import load_config
 from tasks.dedup import dedup_task
 from tasks.facts import facts_task
-from tasks.ingest import ingest_task
+from tasks.errors import InputError
+from tasks.ingest import ingest_task, source_files
 from tasks.ports import load_ports
 from tasks.publish import publish_task
 from tasks.report import write_report
@@ -24,6 +25,30 @@ from tasks.validate import validate_task
 DEFAULT_CONFIG = "pipeline_configs/maritime_ais.yaml"
 
 
+def stored_days(store_dir: Path) -> set:
+    from datetime import date
+
+    folder = Path(store_dir) / "positions"
+    if not folder.is_dir():
+        return set()
+    return {date.fromisoformat(p.name.split("=", 1)[1]) for p in folder.glob("date=*") if (p / "data.parquet").exists()}
+
+
+def download_new_days(cfg, log) -> list[Path]:
+    """The nightly source: NOAA daily zips not yet in the store, downloaded with retries/resume."""
+    from tasks.sources.noaa_download import download_task
+
+    src = cfg.source
+    report = download_task(src.base_url, src.start, src.end, Path(src.download_dir),
+                           already_ingested=stored_days(cfg.store_dir))
+    log.info("download: %s", report.summary)
+    if report.failed:
+        log.warning("days that failed to download are left for the next run: %s", report.summary)
+    if not report.files:
+        raise InputError(f"no new NOAA days to ingest for {src.start}..{src.end} ({report.summary})")
+    return [report.files[day] for day in sorted(report.files)]
+
+
 @flow(name="refresh")
 def refresh(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None, run_id: str | None = None) -> str:
     """Build and publish a verified dataset into runs/<run-id>/dataset; returns the run folder."""
@@ -33,20 +58,27 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = Non
     log.info("run folder %s", run_dir)
     ports_path = cfg.ports.path
 
-    if cfg.source.kind == "simulator":
+    kind = cfg.source.kind
+    if kind == "simulator":
         sim = simulate_ais_task(cfg.simulate, load_ports(ports_path), run_dir / "source")
-        source_path, source_label = sim.csv_path, f"simulator (seed {cfg.simulate.seed}, {sim.vessels} vessels)"
+        files, kind, source_label = [sim.csv_path], "noaa_csv", f"simulator (seed {cfg.simulate.seed}, {sim.vessels} vessels)"
         log.info("simulated %d AIS rows from %d vessels", sim.rows, sim.vessels)
+    elif kind == "noaa_download":
+        files, source_label = download_new_days(cfg, log), f"NOAA daily files {cfg.source.start}..{cfg.source.end}"
+        kind = "noaa_csv"
     else:
-        source_path, source_label = Path(cfg.source.path), f"NOAA CSV {cfg.source.path}"
+        files, source_label = source_files(kind, Path(cfg.source.path)), f"{kind} {cfg.source.path}"
     update_stats(run_dir, "run", {"config": config, "overrides": overrides or {}, "source": source_label})
 
     db_path = run_dir / "warehouse.duckdb"
-    ingested = ingest_task(source_path, db_path)
-    update_stats(run_dir, "ingest", {"rows": ingested.rows, "malformed": ingested.malformed, "source": str(source_path)})
-    staged = stage_task(db_path, run_dir / "staged")
-    update_stats(run_dir, "stage", {"kept": staged.kept, "rejected": staged.rejected})
-    log.info("staged %d positions, quarantined %s", staged.kept, staged.rejected or "none")
+    ingested = ingest_task(kind, files, db_path, run_dir / "work")
+    update_stats(run_dir, "ingest", {"rows": ingested.rows, "malformed": ingested.malformed,
+                                     "files": ingested.per_file})
+    staged = stage_task(db_path, run_dir / "staged", cfg.stage, cfg.store_dir)
+    update_stats(run_dir, "stage", {"kept": staged.kept, "rejected": staged.rejected, "days": staged.days,
+                                    "store_dir": str(staged.store_dir)})
+    log.info("staged %d positions into %s (days %s), quarantined %s", staged.kept, staged.store_dir,
+             ", ".join(staged.days), staged.rejected or "none")
 
     facts = facts_task(db_path, ports_path, cfg.facts, run_dir / "facts")
     update_stats(run_dir, "facts", {"counts": facts.counts, "params": facts.params, "digests": facts.digests})

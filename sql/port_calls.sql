@@ -26,10 +26,7 @@ stopped as (
 near_port as (
     select
         s.mmsi, s.ts, p.locode, p.port_name,
-        2 * 3440.065 * asin(sqrt(
-            pow(sin(radians(s.lat - p.port_lat) / 2), 2)
-            + cos(radians(p.port_lat)) * cos(radians(s.lat)) * pow(sin(radians(s.lon - p.port_lon) / 2), 2)
-        )) as distance_nm
+        haversine_nm(p.port_lat, p.port_lon, s.lat, s.lon) as distance_nm
     from stopped s
     join port_table p
       on s.lat between p.port_lat - cast($port_radius_nm as double) / 60 and p.port_lat + cast($port_radius_nm as double) / 60

@@ -1,7 +1,8 @@
--- Cleans raw NOAA MarineCadastre rows (all columns read as text into raw_ais).
+-- Cleans raw AIS rows (table raw_ais: the raw contract of tasks/sources/raw.py, all text).
 -- One output row per input row: reject_reason is null for kept rows, else a machine-readable
 -- reason and the row goes to quarantine. Units: lat/lon degrees WGS84, SOG knots, COG/heading
--- degrees true, length/width/draft metres, ts UTC.
+-- degrees true, ROT degrees per minute, length/width/draft metres, ts UTC.
+-- Param: $max_implied_speed_kn (a report that needs more than this from both neighbours is a jump).
 with source as (
     select * from raw_ais
 ),
@@ -31,19 +32,24 @@ typed as (
         try_cast("Draft" as double) as draft_raw,
         try_cast(try_cast("Cargo" as double) as integer) as cargo,
         nullif(trim("TransceiverClass"), '') as transceiver_class,
+        try_cast("ROT" as double) as rot_raw,
+        nullif(trim("Destination"), '') as destination,
+        source_file,
         -- a JSON list keeps NULLs and field boundaries, so different rows never hash alike
         md5(to_json(list_value("MMSI", "BaseDateTime", "LAT", "LON", "SOG", "COG", "Heading", "VesselName",
             "IMO", "CallSign", "VesselType", "Status", "Length", "Width", "Draft", "Cargo",
-            "TransceiverClass"))::varchar) as row_hash
+            "TransceiverClass", "ROT", "Destination"))::varchar) as row_hash
     from source
 ),
 
 not_available_to_null as (
     select
-        * exclude (sog_raw, cog_raw, heading_raw, vessel_type_raw, status_raw, length_raw, width_raw, draft_raw),
+        * exclude (sog_raw, cog_raw, heading_raw, vessel_type_raw, status_raw, length_raw, width_raw, draft_raw, rot_raw),
         case when sog_raw >= 102.3 or sog_raw < 0 then null else sog_raw end as sog_kn,  -- 102.3 = not available
         case when cog_raw >= 360 or cog_raw < 0 then null else cog_raw end as cog_deg,   -- 360 = not available
         case when heading_raw between 0 and 359 then heading_raw end as heading_deg,     -- 511 = not available
+        -- ROT -128 (raw) = not available; decoded to deg/min it is beyond the +-720 a transponder can send
+        case when rot_raw = -128 or abs(rot_raw) > 720 then null else rot_raw end as rot_deg_min,
         nullif(vessel_type_raw, 0) as vessel_type,                                       -- 0 = not available
         case when status_raw between 0 and 14 then status_raw end as nav_status,         -- 15 = undefined
         nullif(length_raw, 0) as length_m,
@@ -70,33 +76,73 @@ flagged as (
     from not_available_to_null
 ),
 
+-- rows that passed the row checks, first copy of exact duplicates: the ones the track rules see
+valid as (
+    select * from flagged where invalid_reason is null and copy_number = 1
+),
+
+-- one vessel reported at two places at the same second: no way to tell which is true
+conflicts as (
+    select mmsi, ts
+    from valid
+    group by mmsi, ts
+    having count(distinct (lat, lon)) > 1
+),
+
+neighbours as (
+    select
+        v.source_row,
+        haversine_nm(lag(lat) over track, lag(lon) over track, lat, lon)
+            / greatest(date_diff('second', lag(ts) over track, ts), 1) * 3600 as knots_from_previous,
+        haversine_nm(lat, lon, lead(lat) over track, lead(lon) over track)
+            / greatest(date_diff('second', ts, lead(ts) over track), 1) * 3600 as knots_to_next
+    from valid v
+    anti join conflicts c using (mmsi, ts)
+    window track as (partition by mmsi order by ts, source_row)
+),
+
+-- a spike: getting there from the previous report and on to the next both need an impossible speed
+jumps as (
+    select source_row
+    from neighbours
+    where knots_from_previous > cast($max_implied_speed_kn as double)
+      and knots_to_next > cast($max_implied_speed_kn as double)
+),
+
 final as (
     select
-        source_row,
-        mmsi_text,
-        mmsi,
-        ts,
-        lat,
-        lon,
-        sog_kn,
-        cog_deg,
-        heading_deg,
-        vessel_name,
-        imo,
-        call_sign,
-        vessel_type,
-        nav_status,
-        length_m,
-        width_m,
-        draft_m,
-        cargo,
-        transceiver_class,
-        row_hash,
+        f.source_row,
+        f.source_file,
+        f.mmsi_text,
+        f.mmsi,
+        f.ts,
+        f.lat,
+        f.lon,
+        f.sog_kn,
+        f.cog_deg,
+        f.heading_deg,
+        f.rot_deg_min,
+        f.vessel_name,
+        f.imo,
+        f.call_sign,
+        f.vessel_type,
+        f.nav_status,
+        f.length_m,
+        f.width_m,
+        f.draft_m,
+        f.cargo,
+        f.destination,
+        f.transceiver_class,
+        f.row_hash,
         case
-            when invalid_reason is not null then invalid_reason
-            when copy_number > 1 then 'duplicate_row'
+            when f.invalid_reason is not null then f.invalid_reason
+            when f.copy_number > 1 then 'duplicate_row'
+            when c.mmsi is not null then 'conflicting_position'
+            when j.source_row is not null then 'impossible_jump'
         end as reject_reason
-    from flagged
+    from flagged f
+    left join conflicts c on c.mmsi = f.mmsi and c.ts = f.ts and f.invalid_reason is null
+    left join jumps j on j.source_row = f.source_row
 )
 
 select * from final

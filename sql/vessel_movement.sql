@@ -1,6 +1,6 @@
 -- Movement summary per vessel and fixed time window (category: movement & kinematics).
 -- Params: $window_minutes (window length), $min_positions (fewer positions: no fact).
--- Units: speeds knots, distance nautical miles (haversine, earth radius 3440.065 nm).
+-- Units: speeds knots, distance nautical miles (haversine_nm in sql/macros.sql).
 with positions as (
     select mmsi, ts, lat, lon, sog_kn, nav_status, vessel_name, vessel_type, row_hash
     from stg_ais_positions
@@ -25,13 +25,7 @@ steps as (
 distances as (
     select
         *,
-        coalesce(
-            2 * 3440.065 * asin(sqrt(
-                pow(sin(radians(lat - prev_lat) / 2), 2)
-                + cos(radians(prev_lat)) * cos(radians(lat)) * pow(sin(radians(lon - prev_lon) / 2), 2)
-            )),
-            0
-        ) as step_nm
+        coalesce(haversine_nm(prev_lat, prev_lon, lat, lon), 0) as step_nm
     from steps
 ),
 

@@ -6,7 +6,7 @@ field's dotted path instead of being ignored.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,16 +28,34 @@ class RunConfig(Section):
     run_id: str | None = Field(None, description="Fixed run id; default is <domain>-<UTC timestamp>.")
 
 
+SourceKind = Literal["simulator", "noaa_csv", "dma_csv", "nmea", "parquet", "noaa_download"]
+
+
 class SourceConfig(Section):
-    kind: Literal["simulator", "noaa_csv"] = Field(
-        "simulator", description="simulator: the built-in AIS simulator; noaa_csv: a MarineCadastre CSV file."
+    kind: SourceKind = Field(
+        "simulator",
+        description=(
+            "simulator: the built-in AIS simulator; noaa_csv: MarineCadastre CSV (.csv, .csv.gz, .zip); "
+            "dma_csv: Danish Maritime Authority aisdk CSV; nmea: raw NMEA 0183 logs; parquet: NOAA columns "
+            "in parquet; noaa_download: NOAA daily zips by date range from base_url."
+        ),
     )
-    path: Path | None = Field(None, description="CSV (.csv or .csv.gz) for kind=noaa_csv.")
+    path: Path | None = Field(None, description="A file, a folder (all its files of that kind) or a glob pattern.")
+    base_url: str | None = Field(None, description="noaa_download: e.g. https://coast.noaa.gov/htdata/CMSP/AISDataHandler")
+    start: date | None = Field(None, description="noaa_download: first day (inclusive).")
+    end: date | None = Field(None, description="noaa_download: last day (inclusive).")
+    download_dir: Path = Field(Path("downloads"), description="noaa_download: where daily zips are kept between runs.")
 
     @model_validator(mode="after")
-    def _path_for_csv(self) -> "SourceConfig":
-        if self.kind == "noaa_csv" and self.path is None:
-            raise ValueError("source.path is required when source.kind is noaa_csv; set it to a MarineCadastre CSV")
+    def _needs(self) -> "SourceConfig":
+        if self.kind in ("noaa_csv", "dma_csv", "nmea", "parquet") and self.path is None:
+            raise ValueError(f"source.path is required when source.kind is {self.kind}; set it to a file, folder or glob")
+        if self.kind == "noaa_download":
+            missing = [k for k in ("base_url", "start", "end") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"source.kind noaa_download needs {', '.join('source.' + k for k in missing)}")
+            if self.end < self.start:
+                raise ValueError("source.end is before source.start")
         return self
 
 
@@ -51,6 +69,15 @@ class SimulateConfig(Section):
     dirty_row_share: float = Field(0.01, ge=0, le=1, description="Rows given a not-available code (SOG 102.3, COG 360).")
     duplicate_row_share: float = Field(0.005, ge=0, le=1, description="Rows written twice, as real feeds do.")
     invalid_mmsi_vessels: int = Field(2, ge=0, description="Extra vessels reporting an invalid MMSI.")
+
+
+class StageConfig(Section):
+    # the fastest merchant ships do ~40 kn and fast ferries ~50: more than 60 kn between two
+    # reports, in and out, is a position error, not a voyage
+    max_implied_speed_kn: float = Field(60.0, gt=0, description="Implied speed that marks a report as an impossible jump.")
+    store_dir: Path | None = Field(
+        None, description="Day-partitioned parquet store shared by runs; default <run.runs_dir>/_warehouse."
+    )
 
 
 class PortsConfig(Section):
@@ -152,6 +179,7 @@ class PipelineConfig(Section):
     run: RunConfig = RunConfig()
     source: SourceConfig = SourceConfig()
     simulate: SimulateConfig = SimulateConfig()
+    stage: StageConfig = StageConfig()
     ports: PortsConfig = PortsConfig()
     facts: FactsConfig = FactsConfig()
     generate: GenerateConfig = GenerateConfig()
@@ -164,6 +192,10 @@ class PipelineConfig(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def store_dir(self) -> Path:
+        return self.stage.store_dir or Path(self.run.runs_dir) / "_warehouse"
 
     def section_dump(self, name: str) -> dict[str, Any]:
         return getattr(self, "validate_" if name == "validate" else name).model_dump(mode="json")

@@ -1,107 +1,105 @@
-"""Ingest: a NOAA MarineCadastre CSV (plain or .gz) into the run's DuckDB file as raw text rows."""
+"""Ingest: every source file of a run into the run's DuckDB file as raw text rows (the raw
+contract in tasks/sources/raw.py), with unreadable lines and records quarantined."""
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
-from dataclasses import dataclass
+import glob
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 from prefect import task
 
+from tasks.artifacts import QUARANTINE_COLUMNS
 from tasks.errors import InputError
+from tasks.sources.noaa import check_noaa_csv, read_noaa_csv, read_parquet_source
+from tasks.sources.raw import NOAA_COLUMNS, SourceResult, create_raw_table
 
-NOAA_COLUMNS = (
-    "MMSI", "BaseDateTime", "LAT", "LON", "SOG", "COG", "Heading", "VesselName", "IMO", "CallSign",
-    "VesselType", "Status", "Length", "Width", "Draft", "Cargo", "TransceiverClass",
-)
+__all__ = ["NOAA_COLUMNS", "IngestResult", "check_noaa_csv", "ingest_files", "ingest_noaa_csv", "source_files"]
+
+# file name endings each source kind reads when source.path is a folder
+SOURCE_SUFFIXES = {
+    "noaa_csv": (".csv", ".csv.gz", ".zip"),
+    "dma_csv": (".csv", ".csv.gz"),
+    "nmea": (".nmea", ".txt", ".log", ".ais"),
+    "parquet": (".parquet",),
+}
 
 
 @dataclass(frozen=True)
 class IngestResult:
     db_path: Path
-    source_path: Path
-    rows: int           # data lines read: loaded + malformed
-    malformed: int      # lines that are not a CSV row of the header's width (quarantined)
+    files: list[Path]
+    rows: int           # records or data lines read: loaded + quarantined at ingest
+    malformed: int      # quarantined at ingest (unreadable lines, records that are not positions)
+    per_file: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def source_path(self) -> Path:
+        return self.files[0]
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
-    return open(path, encoding="utf-8", errors="replace", newline="")
+def source_files(kind: str, path: Path) -> list[Path]:
+    """source.path may be one file, a folder (its files of the kind, sorted) or a glob pattern."""
+    text = str(path)
+    if any(ch in text for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
+    elif Path(path).is_dir():
+        files = sorted(p for p in Path(path).iterdir() if p.is_file() and p.name.lower().endswith(SOURCE_SUFFIXES[kind]))
+    else:
+        files = [Path(path)]
+    if not files:
+        raise InputError(f"source.path {path} matches no {kind} files ({', '.join(SOURCE_SUFFIXES[kind])}); check the path")
+    for f in files:
+        if not f.exists():
+            raise InputError(f"AIS file {f} does not exist; check source.path in the pipeline config")
+        if f.stat().st_size == 0:
+            raise InputError(f"AIS file {f} is empty; re-download it or point source.path at another file")
+    return files
 
 
-def check_noaa_csv(path: Path) -> list[str]:
-    """Fail with a one-line, fixable message unless `path` looks like a MarineCadastre CSV."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"AIS file {path} does not exist; check source.path in the pipeline config")
-    if path.is_dir():
-        raise InputError(f"AIS source {path} is a folder; point source.path at one .csv or .csv.gz file")
-    if path.stat().st_size == 0:
-        raise InputError(f"AIS file {path} is empty; re-download it or point source.path at another day")
-    try:
-        with _open_text(path) as fh:
-            header = next(csv.reader(fh), None)
-            first_row = next(csv.reader(fh), None)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise InputError(f"AIS file {path} cannot be read ({exc}); re-download it") from None
-    if not header:
-        raise InputError(f"AIS file {path} has no header line; expected the NOAA columns {','.join(NOAA_COLUMNS)}")
-    header = [h.strip().lstrip("\ufeff") for h in header]
-    missing = [c for c in NOAA_COLUMNS if c not in header]
-    if missing:
-        raise InputError(
-            f"AIS file {path} lacks NOAA MarineCadastre columns {','.join(missing)} "
-            f"(found {','.join(header[:8])}{',...' if len(header) > 8 else ''}); "
-            "this source expects MarineCadastre CSV with the 17-column header"
-        )
-    if first_row is None:
-        raise InputError(f"AIS file {path} has a header but no data rows; point source.path at a file with positions")
-    return header
+def _read(kind: str, path: Path, con: duckdb.DuckDBPyConnection, work_dir: Path) -> SourceResult:
+    if kind == "noaa_csv":
+        return read_noaa_csv(path, con, work_dir=work_dir)
+    if kind == "parquet":
+        return read_parquet_source(path, con)
+    if kind == "dma_csv":
+        from tasks.sources.dma import read_dma_csv
+
+        return read_dma_csv(path, con)
+    if kind == "nmea":
+        from tasks.sources.nmea import read_nmea
+
+        return read_nmea(path, con)
+    raise InputError(f"source.kind {kind} has no file reader")
+
+
+def ingest_files(kind: str, files: list[Path], db_path: Path, work_dir: Path | None = None) -> IngestResult:
+    """Load every file into table raw_ais; what cannot be read goes to table ingest_rejects
+    (quarantine format), which staging adds to the run's quarantine."""
+    db_path = Path(db_path)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(work_dir or db_path.parent / "work")
+    rejects: list[dict] = []
+    per_file: dict[str, dict[str, int]] = {}
+    with duckdb.connect(str(db_path)) as con:
+        create_raw_table(con)
+        for path in files:
+            result = _read(kind, Path(path), con, work_dir)
+            rejects.extend(result.quarantine)
+            per_file[str(path)] = {"rows_in": result.rows_in, "loaded": result.loaded, "quarantined": len(result.quarantine)}
+        frame = pd.DataFrame(rejects, columns=list(QUARANTINE_COLUMNS)).astype("string")
+        con.register("_rejects", frame)
+        con.execute("create or replace table ingest_rejects as select * from _rejects")
+        con.unregister("_rejects")
+        loaded = con.execute("select count(*) from raw_ais").fetchall()[0][0]
+    return IngestResult(db_path, [Path(f) for f in files], loaded + len(rejects), len(rejects), per_file)
 
 
 def ingest_noaa_csv(source_path: Path, db_path: Path) -> IngestResult:
-    """Load every row as text into table raw_ais (typing happens in sql/stg_ais_positions.sql,
-    so a malformed value sends its row to quarantine instead of failing the load). Lines that are
-    not a row of the header's width (an unquoted comma in a name, a cut-off line, bytes that are
-    not UTF-8) land in table ingest_rejects with DuckDB's reason."""
-    source_path = Path(source_path)
-    header = check_noaa_csv(source_path)
-    db_path = Path(db_path)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    # the dialect is fixed, not sniffed: a bad line in the sniffer's sample must not change how
-    # every other line is read; columns are typed by name in the header's own order
-    columns = "{" + ", ".join(f"'{name}': 'VARCHAR'" for name in header) + "}"
-    try:
-        with duckdb.connect(str(db_path)) as con:
-            con.execute(
-                f"""
-                create or replace table raw_ais as
-                select row_number() over () as source_row, *
-                from read_csv($path, header = true, auto_detect = false, delim = ',', quote = '"',
-                              escape = '"', columns = {columns}, store_rejects = true,
-                              rejects_table = 'csv_reject_errors', rejects_scan = 'csv_reject_scans')
-                """,
-                {"path": str(source_path)},
-            )
-            con.execute(
-                """
-                create or replace table ingest_rejects as
-                select line, any_value(error_type order by column_idx) as error_type,
-                       any_value(csv_line order by column_idx) as csv_line,
-                       any_value(error_message order by column_idx) as error_message
-                from csv_reject_errors group by line order by line
-                """
-            )
-            loaded = con.execute("select count(*) from raw_ais").fetchone()[0]
-            malformed = con.execute("select count(*) from ingest_rejects").fetchone()[0]
-    except duckdb.Error as exc:
-        first = str(exc).splitlines()[0]
-        raise InputError(f"AIS file {source_path} cannot be read as CSV ({first}); check the file is a MarineCadastre CSV") from None
-    return IngestResult(db_path=db_path, source_path=source_path, rows=loaded + malformed, malformed=malformed)
+    """One MarineCadastre CSV (plain, .gz or .zip)."""
+    return ingest_files("noaa_csv", [Path(source_path)], db_path)
 
 
-ingest_task = task(name="ingest-noaa-csv")(ingest_noaa_csv)
+ingest_task = task(name="ingest")(ingest_files)

@@ -27,8 +27,13 @@ def sql_digest(name: str) -> str:
     return hashlib.sha256(sql_text(name).encode()).hexdigest()[:16]
 
 
+def load_macros(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(sql_text("macros"))
+
+
 def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
     """Run sql/<name>.sql with named parameters and return the relation."""
+    load_macros(con)
     query = sql_text(name).strip().rstrip(";")
     return con.sql(query, params=params or None)
 
@@ -36,6 +41,7 @@ def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any] | 
 def create_table_from_sql(
     con: duckdb.DuckDBPyConnection, table: str, name: str, params: dict[str, Any] | None = None
 ) -> int:
+    load_macros(con)
     query = sql_text(name).strip().rstrip(";")
     con.execute(f'create or replace table "{table}" as {query}', params or None)
     return con.execute(f'select count(*) from "{table}"').fetchone()[0]

@@ -55,19 +55,49 @@ def test_bad_rows_go_to_quarantine_with_reason(tmp_path):
 
 def test_sql_reason_column_on_in_memory_duckdb():
     """Column tests straight on the SQL file: one output row per input, reasons from a fixed set."""
+    import pandas as pd
+
+    from tasks.sources.raw import append_frame, create_raw_table
     from tasks.sqlfiles import run_sql
 
     con = duckdb.connect()
+    create_raw_table(con)
     rows = [noaa_row(), noaa_row(mmsi="1"), noaa_row(lat="abc")]
-    con.execute(
-        "create table raw_ais as select * from (values "
-        + ",".join("(" + ",".join(["?"] * 18) + ")" for _ in rows)
-        + ") t(source_row," + ",".join(f'"{c}"' for c in NOAA_HEADER) + ")",
-        [v for i, r in enumerate(rows) for v in [i + 1, *r]],
-    )
-    out = run_sql(con, "stg_ais_positions").df()
+    append_frame(con, pd.DataFrame(rows, columns=NOAA_HEADER), "test.csv")
+    out = run_sql(con, "stg_ais_positions", {"max_implied_speed_kn": 60}).df()
     assert len(out) == 3 and out["source_row"].is_unique
     assert list(out.sort_values("source_row")["reject_reason"].fillna("kept")) == ["kept", "invalid_mmsi", "missing_position"]
+
+
+def test_conflicts_and_impossible_jumps(tmp_path):
+    rows = [
+        noaa_row(mmsi="366000001", ts="2024-01-15T00:00:00", lat="33.70000"),
+        noaa_row(mmsi="366000001", ts="2024-01-15T00:00:00", lat="34.70000"),   # same second, 60 nm away
+        noaa_row(mmsi="366000002", ts="2024-01-15T00:00:00", lat="33.00000"),
+        noaa_row(mmsi="366000002", ts="2024-01-15T00:02:00", lat="33.00500"),
+        noaa_row(mmsi="366000002", ts="2024-01-15T00:04:00", lat="35.00000"),   # 120 nm in 2 minutes and back
+        noaa_row(mmsi="366000002", ts="2024-01-15T00:06:00", lat="33.01500"),
+        noaa_row(mmsi="366000002", ts="2024-01-15T00:08:00", lat="33.02000"),
+    ]
+    result, staged, quarantine = _stage(tmp_path, rows)
+    assert result.rejected == {"conflicting_position": 2, "impossible_jump": 1}
+    assert sorted(staged["lat"]) == [33.0, 33.005, 33.015, 33.02]
+
+
+def test_rate_of_turn_not_available_becomes_null():
+    import pandas as pd
+
+    from tasks.sources.raw import append_frame, create_raw_table
+    from tasks.sqlfiles import run_sql
+
+    con = duckdb.connect()
+    create_raw_table(con)
+    frame = pd.DataFrame([noaa_row(ts=f"2024-01-15T00:0{i}:00") for i in range(3)], columns=NOAA_HEADER)
+    frame["ROT"] = ["-128", "-731.4", "4.5"]
+    append_frame(con, frame, "feed.nmea")
+    out = run_sql(con, "stg_ais_positions", {"max_implied_speed_kn": 60}).df().sort_values("source_row")
+    assert out["rot_deg_min"].tolist()[:2] == [None, None] or out["rot_deg_min"].isna().tolist()[:2] == [True, True]
+    assert out["rot_deg_min"].iloc[2] == 4.5
 
 
 @pytest.mark.parametrize(

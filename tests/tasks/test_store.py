@@ -1,0 +1,49 @@
+"""Day-partitioned parquet store: idempotent re-ingest, a new day touches only its partition."""
+
+from __future__ import annotations
+
+import duckdb
+
+from tasks.ingest import ingest_files
+from tasks.stage import stage_positions
+from tests.conftest import noaa_row, write_noaa_csv
+
+
+def _day(day: str, mmsi: str, n: int = 5) -> list[list[str]]:
+    return [noaa_row(mmsi=mmsi, ts=f"{day}T00:{i * 2:02d}:00", lat=f"{33.7 + i * 0.001:.5f}") for i in range(n)]
+
+
+def _stage(tmp_path, name, files, store):
+    ingest_files("noaa_csv", files, tmp_path / name / "w.duckdb")
+    return stage_positions(tmp_path / name / "w.duckdb", tmp_path / name / "staged", store_dir=store)
+
+
+def _count(path) -> int:
+    return duckdb.sql(f"select count(*) from read_parquet('{path}')").fetchall()[0][0]
+
+
+def test_reingesting_a_day_is_idempotent_and_days_stay_apart(tmp_path):
+    store = tmp_path / "store"
+    a = write_noaa_csv(tmp_path / "a.csv", _day("2024-01-15", "366000001"))
+    first = _stage(tmp_path, "r1", [a], store)
+    assert first.days == ["2024-01-15"]
+    part15 = store / "positions" / "date=2024-01-15" / "data.parquet"
+    assert _count(part15) == 5
+
+    again = _stage(tmp_path, "r2", [a], store)          # the same file again: no duplicate rows
+    assert again.days == ["2024-01-15"] and _count(part15) == 5
+    before = part15.read_bytes()
+
+    b = write_noaa_csv(tmp_path / "b.csv", _day("2024-01-16", "366000002"))
+    _stage(tmp_path, "r3", [b], store)                  # a new day: its own partition only
+    assert part15.read_bytes() == before
+    assert _count(store / "positions" / "date=2024-01-16" / "data.parquet") == 5
+
+    c = write_noaa_csv(tmp_path / "c.csv", _day("2024-01-15", "366000003", n=3))
+    merged = _stage(tmp_path, "r4", [c], store)         # more rows for a stored day: merged, not replaced
+    assert _count(part15) == 8
+    assert merged.kept == 3  # this ingest's rows; facts then see the whole day
+    hive = duckdb.sql(f"select date, count(*) from read_parquet('{store}/positions/*/*.parquet', hive_partitioning = true) "
+                      "group by date order by date").fetchall()
+    assert [(str(d), n) for d, n in hive] == [("2024-01-15", 8), ("2024-01-16", 5)]
+    assert not list((store / "positions").glob(".*"))  # no half-written partition left behind
