@@ -71,10 +71,12 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = Non
     update_stats(run_dir, "run", {"config": config, "overrides": overrides or {}, "source": source_label})
 
     db_path = run_dir / "warehouse.duckdb"
-    ingested = ingest_task(kind, files, db_path, run_dir / "work")
+    ingested = ingest_task(kind, files, db_path, run_dir / "work", cfg.stage.duckdb_memory_limit)
     update_stats(run_dir, "ingest", {"rows": ingested.rows, "malformed": ingested.malformed,
                                      "files": ingested.per_file})
-    staged = stage_task(db_path, run_dir / "staged", cfg.stage, cfg.store_dir)
+    # simulated traffic is not a feed: two simulator runs must not merge into one day's partition
+    store_dir = cfg.stage.store_dir or (run_dir / "store" if cfg.source.kind == "simulator" else cfg.store_dir)
+    staged = stage_task(db_path, run_dir / "staged", cfg.stage, store_dir)
     update_stats(run_dir, "stage", {"kept": staged.kept, "rejected": staged.rejected, "days": staged.days,
                                     "store_dir": str(staged.store_dir)})
     log.info("staged %d positions into %s (days %s), quarantined %s", staged.kept, staged.store_dir,

@@ -76,7 +76,15 @@ class StageConfig(Section):
     # reports, in and out, is a position error, not a voyage
     max_implied_speed_kn: float = Field(60.0, gt=0, description="Implied speed that marks a report as an impossible jump.")
     store_dir: Path | None = Field(
-        None, description="Day-partitioned parquet store shared by runs; default <run.runs_dir>/_warehouse."
+        None,
+        description=(
+            "Day-partitioned parquet store shared by runs; default <run.runs_dir>/_warehouse "
+            "(for source.kind simulator: the run's own folder, so simulations never mix)."
+        ),
+    )
+    duckdb_memory_limit: str = Field(
+        "2GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="DuckDB memory cap for ingest and staging; beyond it DuckDB spills to disk (out-of-core).",
     )
 
 

@@ -15,6 +15,7 @@ from tasks.artifacts import QUARANTINE_COLUMNS
 from tasks.errors import InputError
 from tasks.sources.noaa import check_noaa_csv, read_noaa_csv, read_parquet_source
 from tasks.sources.raw import NOAA_COLUMNS, SourceResult, create_raw_table
+from tasks.sqlfiles import connect
 
 __all__ = ["NOAA_COLUMNS", "IngestResult", "check_noaa_csv", "ingest_files", "ingest_noaa_csv", "source_files"]
 
@@ -75,7 +76,9 @@ def _read(kind: str, path: Path, con: duckdb.DuckDBPyConnection, work_dir: Path)
     raise InputError(f"source.kind {kind} has no file reader")
 
 
-def ingest_files(kind: str, files: list[Path], db_path: Path, work_dir: Path | None = None) -> IngestResult:
+def ingest_files(
+    kind: str, files: list[Path], db_path: Path, work_dir: Path | None = None, memory_limit: str | None = None
+) -> IngestResult:
     """Load every file into table raw_ais; what cannot be read goes to table ingest_rejects
     (quarantine format), which staging adds to the run's quarantine."""
     db_path = Path(db_path)
@@ -83,7 +86,7 @@ def ingest_files(kind: str, files: list[Path], db_path: Path, work_dir: Path | N
     work_dir = Path(work_dir or db_path.parent / "work")
     rejects: list[dict] = []
     per_file: dict[str, dict[str, int]] = {}
-    with duckdb.connect(str(db_path)) as con:
+    with connect(db_path, memory_limit) as con:
         create_raw_table(con)
         for path in files:
             result = _read(kind, Path(path), con, work_dir)

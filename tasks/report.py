@@ -60,6 +60,16 @@ def render_report(run_dir: Path) -> str:
         out += [f"Offline teacher planted {gen['planted_errors']} wrong values (teacher.corrupt_share); "
                 f"the grounding gate caught {val['planted_errors_caught']}.", ""]
 
+    files = ing.get("files") or {}
+    if files:
+        out += ["## Ingest", "", _table(["file", "records in", "loaded", "quarantined at ingest"],
+                [[f"`{Path(f).name}`", v["rows_in"], v["loaded"], v["quarantined"]] for f, v in files.items()]), ""]
+        out += [f"Staged {stg['kept']} positions; quarantined by reason: "
+                + (", ".join(f"{k} {v}" for k, v in stg["rejected"].items()) or "none") + "."]
+        if stg.get("days"):
+            out += [f"Day partitions written: {', '.join(stg['days'])} in `{stg.get('store_dir')}/positions/`."]
+        out.append("")
+
     examples_path = run_dir / "dataset" / "examples.parquet"
     if examples_path.exists():
         ex = pd.read_parquet(examples_path, columns=["category", "difficulty", "split", "answerable"])

@@ -27,6 +27,18 @@ def sql_digest(name: str) -> str:
     return hashlib.sha256(sql_text(name).encode()).hexdigest()[:16]
 
 
+def connect(db_path: Path | str, memory_limit: str | None = None, **kwargs: Any) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection for a pipeline stage. With a memory limit, large ingests spill to a temp
+    folder beside the database instead of growing in memory; insertion order is not kept (it is
+    not needed: every query orders what it reads) so inserts can stream."""
+    con = duckdb.connect(str(db_path), **kwargs)
+    if memory_limit:
+        con.execute(f"set memory_limit = '{memory_limit}'")
+        con.execute("set temp_directory = $d", {"d": str(Path(db_path).parent / "duckdb_spill")})
+        con.execute("set preserve_insertion_order = false")
+    return con
+
+
 def load_macros(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(sql_text("macros"))
 

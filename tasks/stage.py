@@ -12,7 +12,7 @@ import duckdb
 from prefect import task
 
 from tasks.config import StageConfig
-from tasks.sqlfiles import create_table_from_sql
+from tasks.sqlfiles import connect, create_table_from_sql
 
 # the staged schema, with units; written as column comments into the run's DuckDB file
 STAGED_COLUMNS = {
@@ -98,7 +98,7 @@ def stage_positions(db_path: Path, out_dir: Path, cfg: StageConfig | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     positions_path = out_dir / "positions.parquet"
     quarantine_path = out_dir / "quarantine_positions.parquet"
-    with duckdb.connect(str(db_path)) as con:
+    with connect(db_path, cfg.duckdb_memory_limit) as con:
         create_table_from_sql(con, "stg_all", "stg_ais_positions", {"max_implied_speed_kn": cfg.max_implied_speed_kn})
         con.execute(
             "create or replace table stg_ais_positions as "

@@ -6,13 +6,13 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import zipfile
 from pathlib import Path
 
 import duckdb
 
 from tasks.artifacts import quarantine_row
 from tasks.errors import InputError
+from tasks.sources.noaa_download import open_zip_csv
 from tasks.sources.raw import NOAA_COLUMNS, RAW_COLUMNS, SourceResult, create_raw_table
 
 
@@ -55,25 +55,6 @@ def check_noaa_csv(path: Path) -> list[str]:
     return header
 
 
-def extract_zip_csv(zip_path: Path, dest_dir: Path) -> Path:
-    """The one CSV inside a NOAA daily zip, extracted (atomically) next to the run's work files."""
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            members = [m for m in zf.infolist() if not m.is_dir() and m.filename.lower().endswith(".csv")]
-            if len(members) != 1:
-                raise InputError(f"{zip_path} holds {len(members)} CSV files; a NOAA daily zip holds exactly one")
-            dest_dir.mkdir(parents=True, exist_ok=True)
-            target = dest_dir / Path(members[0].filename).name  # never a path from inside the zip
-            tmp = target.with_name(target.name + ".tmp")
-            with zf.open(members[0]) as src, open(tmp, "wb") as out:
-                while chunk := src.read(1 << 20):
-                    out.write(chunk)
-            tmp.replace(target)
-            return target
-    except zipfile.BadZipFile:
-        raise InputError(f"{zip_path} is not a valid zip file; re-download it") from None
-
-
 def read_noaa_csv(path: Path, con: duckdb.DuckDBPyConnection, table: str = "raw_ais", work_dir: Path | None = None) -> SourceResult:
     """Append a MarineCadastre CSV to the raw table. Lines that are not a row of the header's
     width (an unquoted comma in a name, a cut-off line, bytes that are not UTF-8) are quarantined
@@ -81,7 +62,7 @@ def read_noaa_csv(path: Path, con: duckdb.DuckDBPyConnection, table: str = "raw_
     path = Path(path)
     csv_path = path
     if path.suffix == ".zip":
-        csv_path = extract_zip_csv(path, Path(work_dir or path.parent) / "unzipped")
+        csv_path = open_zip_csv(path, Path(work_dir or path.parent) / "unzipped")
     header = check_noaa_csv(csv_path)
     # the dialect is fixed, not sniffed: a bad line in the sniffer's sample must not change how
     # every other line is read; columns are typed by name in the header's own order

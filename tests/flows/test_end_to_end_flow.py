@@ -41,6 +41,8 @@ def test_refresh_publishes_the_dataset_files(refreshed):
                 "dataset/manifest.json", "report.md", "stats.json", "config.yaml", "source/ais.csv",
                 "source/ground_truth_port_calls.csv", "facts/vessel_movement.parquet", "facts/port_calls.parquet"):
         assert (runs / "flowtest" / rel).is_file(), rel
+    # simulated runs keep their day-partitioned store in the run folder
+    assert list((runs / "flowtest" / "store" / "positions").glob("date=*/data.parquet"))
 
 
 def test_counts_add_up_and_nothing_is_lost(refreshed):

@@ -155,3 +155,26 @@ def test_mid_range_and_null_island(tmp_path):
     result, staged, _ = _stage(tmp_path, rows)
     assert sorted(staged["mmsi"]) == [201123456, 775123456]
     assert result.rejected == {"invalid_mmsi": 2, "null_island": 1}
+
+
+def test_noaa_zip_folder_and_glob_sources(tmp_path):
+    import zipfile
+
+    from tasks.ingest import ingest_files, source_files
+
+    day1 = write_noaa_csv(tmp_path / "src" / "AIS_2024_01_15.csv", [noaa_row(ts="2024-01-15T00:00:00")])
+    day2 = write_noaa_csv(tmp_path / "build" / "AIS_2024_01_16.csv", [noaa_row(ts="2024-01-16T00:00:00", vtype="95.0"),
+                                                                      noaa_row(ts="2024-01-16T00:03:00")])
+    with zipfile.ZipFile(tmp_path / "src" / "AIS_2024_01_16.zip", "w") as zf:
+        zf.write(day2, "AIS_2024_01_16.csv")
+    (tmp_path / "src" / "notes.md").write_text("not data")
+    files = source_files("noaa_csv", tmp_path / "src")
+    assert [f.name for f in files] == ["AIS_2024_01_15.csv", "AIS_2024_01_16.zip"]
+    assert source_files("noaa_csv", tmp_path / "src" / "*.zip") == [tmp_path / "src" / "AIS_2024_01_16.zip"]
+    result = ingest_files("noaa_csv", files, tmp_path / "w.duckdb")
+    assert result.rows == 3 and result.malformed == 0
+    assert result.per_file[str(files[1])]["loaded"] == 2
+    staged = stage_positions(tmp_path / "w.duckdb", tmp_path / "staged")
+    assert staged.kept == 3
+    with pytest.raises(InputError, match="matches no noaa_csv files"):
+        source_files("noaa_csv", tmp_path / "src" / "*.parquet")
