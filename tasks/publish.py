@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from prefect import task
 
 from tasks.config import SplitConfig
 from tasks.split import assign_splits
-from tasks.artifacts import QUARANTINE_COLUMNS, read_jsonl, write_jsonl
+from tasks.artifacts import QUARANTINE_COLUMNS, read_jsonl, replace_dir, write_jsonl
 
 # what a trainer and lm-eval read; the full provenance stays in examples.parquet
 TRAIN_FIELDS = ("id", "messages", "category", "difficulty", "form", "answerable", "mmsi", "fact", "grounding")
@@ -61,16 +60,7 @@ def publish_dataset(
     }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
-    # swap in: the old version (if any) moves aside first, then the new folder is renamed in
-    if dataset_dir.exists():
-        old = dataset_dir.with_name(dataset_dir.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(dataset_dir, old)
-        os.replace(staging, dataset_dir)
-        shutil.rmtree(old)
-    else:
-        os.replace(staging, dataset_dir)
+    replace_dir(staging, dataset_dir)
     return {"published": len(examples), **{f"{k}_examples": v for k, v in counts.items()},
             "train_vessels": len(manifest["vessels"]["train"]), "eval_vessels": len(manifest["vessels"]["eval"]),
             "quarantined_rows": len(quarantine)}

@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 from prefect import task
 
+from tasks.artifacts import replace_dir
 from tasks.config import StageConfig
 from tasks.sqlfiles import connect, create_table_from_sql
 
@@ -51,20 +52,6 @@ class StageResult:
     store_dir: Path | None = None
 
 
-def _replace_dir(new: Path, target: Path) -> None:
-    """Swap a freshly written folder in place of target (readers see the old or the new one)."""
-    if target.exists():
-        old = target.with_name(target.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old)
-    else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(new, target)
-
-
 def write_day_partitions(con: duckdb.DuckDBPyConnection, store_dir: Path) -> list[str]:
     """Merge the staged rows into store_dir/positions/date=D/data.parquet, one day at a time.
     A row already stored (same row_hash) is replaced, not added: re-ingesting a day is idempotent,
@@ -85,7 +72,7 @@ def write_day_partitions(con: duckdb.DuckDBPyConnection, store_dir: Path) -> lis
         else:
             query, params = new_rows, {"out": str(staging / "data.parquet")}
         con.execute(f"copy ({query} order by mmsi, ts) to $out (format parquet)", params)
-        _replace_dir(staging, target)
+        replace_dir(staging, target)
     return days
 
 
