@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -25,6 +27,12 @@ def test_real_noaa_sample_ingests_stages_and_yields_facts(tmp_path):
     assert staged.rejected["duplicate_row"] == 1
     assert staged.rejected["invalid_mmsi"] >= 99
     assert staged.kept + sum(staged.rejected.values()) == 99_999
+    # SOURCES.md: "duplicate (MMSI, BaseDateTime): 75 extra rows in 43 groups, all with conflicting
+    # positions" -- the one exact duplicate sits inside one of those groups
+    quarantine = pd.read_parquet(staged.quarantine_path)
+    same_time = quarantine[quarantine.reason.isin(["conflicting_position", "duplicate_row"])]
+    keys = same_time["payload"].map(lambda p: tuple(json.loads(p)[k] for k in ("MMSI", "BaseDateTime")))
+    assert keys.nunique() == 43 and len(keys) - keys.nunique() == 75
     positions = pd.read_parquet(staged.positions_path)
     assert positions["sog_kn"].isna().sum() == 173           # SOG 102.3 -> NULL
     assert positions["heading_deg"].isna().sum() >= 52_000   # heading 511 -> NULL
