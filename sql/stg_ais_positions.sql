@@ -35,10 +35,15 @@ typed as (
         try_cast("ROT" as double) as rot_raw,
         nullif(trim("Destination"), '') as destination,
         source_file,
-        -- a JSON list keeps NULLs and field boundaries, so different rows never hash alike
-        md5(to_json(list_value("MMSI", "BaseDateTime", "LAT", "LON", "SOG", "COG", "Heading", "VesselName",
-            "IMO", "CallSign", "VesselType", "Status", "Length", "Width", "Draft", "Cargo",
-            "TransceiverClass", "ROT", "Destination"))::varchar) as row_hash
+        -- NULL becomes chr(0) and fields are joined by chr(31) (unit separator), neither of which a
+        -- CSV text field holds, so rows that differ only in which field is empty never hash alike
+        md5(concat_ws(chr(31),
+            coalesce("MMSI", chr(0)), coalesce("BaseDateTime", chr(0)), coalesce("LAT", chr(0)), coalesce("LON", chr(0)),
+            coalesce("SOG", chr(0)), coalesce("COG", chr(0)), coalesce("Heading", chr(0)), coalesce("VesselName", chr(0)),
+            coalesce("IMO", chr(0)), coalesce("CallSign", chr(0)), coalesce("VesselType", chr(0)), coalesce("Status", chr(0)),
+            coalesce("Length", chr(0)), coalesce("Width", chr(0)), coalesce("Draft", chr(0)), coalesce("Cargo", chr(0)),
+            coalesce("TransceiverClass", chr(0)), coalesce("ROT", chr(0)), coalesce("Destination", chr(0))
+        )) as row_hash
     from source
 ),
 
@@ -72,8 +77,13 @@ flagged as (
             -- 0,0 is what a receiver without a fix sends, not a place ships go
             when lat = 0 and lon = 0 then 'null_island'
         end as invalid_reason,
-        row_number() over (partition by row_hash order by source_row) as copy_number
+        copies.copy_number
     from not_available_to_null
+    -- numbered on two narrow columns, joined back: the window does not carry every column
+    join (
+        select source_row, row_number() over (partition by row_hash order by source_row) as copy_number
+        from not_available_to_null
+    ) copies using (source_row)
 ),
 
 -- rows that passed the row checks, first copy of exact duplicates: the ones the track rules see

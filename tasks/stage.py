@@ -52,10 +52,12 @@ class StageResult:
     store_dir: Path | None = None
 
 
-def write_day_partitions(con: duckdb.DuckDBPyConnection, store_dir: Path) -> list[str]:
+def write_day_partitions(con: duckdb.DuckDBPyConnection, store_dir: Path) -> tuple[list[str], list[str]]:
     """Merge the staged rows into store_dir/positions/date=D/data.parquet, one day at a time.
     A row already stored (same row_hash) is replaced, not added: re-ingesting a day is idempotent,
-    and rows of that day from other files stay. Days not in this ingest are not touched."""
+    and rows of that day from other files stay. Days not in this ingest are not touched.
+    Returns (days written, days that already held rows and were merged)."""
+    merged = []
     days = [str(d) for (d,) in con.execute("select distinct cast(ts as date) from stg_ais_positions order by 1").fetchall()]
     for day in days:
         target = Path(store_dir) / "positions" / f"date={day}"
@@ -66,6 +68,7 @@ def write_day_partitions(con: duckdb.DuckDBPyConnection, store_dir: Path) -> lis
         new_rows = f"select * from stg_ais_positions where cast(ts as date) = date '{day}'"
         existing = target / "data.parquet"
         if existing.exists():
+            merged.append(day)
             query = (f"select * from ({new_rows}) union all by name "
                      f"select * from read_parquet($old) where row_hash not in (select row_hash from ({new_rows}))")
             params = {"old": str(existing), "out": str(staging / "data.parquet")}
@@ -73,7 +76,7 @@ def write_day_partitions(con: duckdb.DuckDBPyConnection, store_dir: Path) -> lis
             query, params = new_rows, {"out": str(staging / "data.parquet")}
         con.execute(f"copy ({query} order by mmsi, ts) to $out (format parquet)", params)
         replace_dir(staging, target)
-    return days
+    return days, merged
 
 
 def stage_positions(db_path: Path, out_dir: Path, cfg: StageConfig | None = None, store_dir: Path | None = None) -> StageResult:
@@ -111,9 +114,9 @@ def stage_positions(db_path: Path, out_dir: Path, cfg: StageConfig | None = None
         kept = con.execute("select count(*) from stg_ais_positions").fetchall()[0][0]
         days: list[str] = []
         if store_dir is not None:
-            days = write_day_partitions(con, store_dir)
+            days, merged = write_day_partitions(con, store_dir)
             files = [str(Path(store_dir) / "positions" / f"date={d}" / "data.parquet") for d in days]
-            if files:
+            if merged:  # a stored day gained or kept rows from earlier ingests: facts need all of them
                 con.execute("create or replace table stg_ais_positions as select * from read_parquet($f, union_by_name = true) "
                             "order by mmsi, ts", {"f": files})
         for column, comment in STAGED_COLUMNS.items():
