@@ -14,7 +14,7 @@ from prefect import task
 from tasks.artifacts import QUARANTINE_COLUMNS
 from tasks.errors import InputError
 from tasks.sources.noaa import check_noaa_csv, read_noaa_csv, read_parquet_source
-from tasks.sources.raw import NOAA_COLUMNS, SourceResult, create_raw_table
+from tasks.sources.raw import NOAA_COLUMNS, SourceResult, check_source_file, create_raw_table
 from tasks.sqlfiles import connect
 
 __all__ = ["NOAA_COLUMNS", "IngestResult", "check_noaa_csv", "ingest_files", "ingest_noaa_csv", "source_files"]
@@ -53,10 +53,7 @@ def source_files(kind: str, path: Path) -> list[Path]:
     if not files:
         raise InputError(f"source.path {path} matches no {kind} files ({', '.join(SOURCE_SUFFIXES[kind])}); check the path")
     for f in files:
-        if not f.exists():
-            raise InputError(f"AIS file {f} does not exist; check source.path in the pipeline config")
-        if f.stat().st_size == 0:
-            raise InputError(f"AIS file {f} is empty; re-download it or point source.path at another file")
+        check_source_file(f)
     return files
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ import duckdb
 
 from tasks.artifacts import quarantine_row
 from tasks.errors import InputError
-from tasks.sources.raw import RAW_COLUMNS, SourceResult, create_raw_table
+from tasks.sources.raw import RAW_COLUMNS, SourceResult, check_source_file, create_raw_table, open_text
 
 DMA_COLUMNS = (
     "# Timestamp", "Type of mobile", "MMSI", "Latitude", "Longitude", "Navigational status", "ROT", "SOG",
@@ -132,25 +131,13 @@ def _norm(name: str) -> str:
 _CANONICAL = {_norm(c): c for c in DMA_COLUMNS + DMA_DIMENSION_COLUMNS}
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
-    return open(path, encoding="utf-8", errors="replace", newline="")
-
-
 def check_dma_csv(path: Path) -> list[str]:
     """Fail with a one-line, fixable message unless `path` looks like a DMA aisdk CSV; return the
     header as written (first field may be empty: a pandas index column)."""
-    path = Path(path)
+    path = check_source_file(path, "DMA AIS file")
     expected = ",".join(DMA_COLUMNS)
-    if not path.exists():
-        raise InputError(f"DMA AIS file {path} does not exist; check source.path in the pipeline config")
-    if path.is_dir():
-        raise InputError(f"DMA AIS source {path} is a folder; point source.path at one aisdk .csv or .csv.gz file")
-    if path.stat().st_size == 0:
-        raise InputError(f"DMA AIS file {path} is empty; re-download it or point source.path at another day")
     try:
-        with _open_text(path) as fh:
+        with open_text(path) as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
             first_row = next((row for row in reader if row), None)

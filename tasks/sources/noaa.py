@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 from pathlib import Path
 
 import duckdb
@@ -13,28 +12,23 @@ import duckdb
 from tasks.artifacts import quarantine_row
 from tasks.errors import InputError
 from tasks.sources.noaa_download import open_zip_csv
-from tasks.sources.raw import NOAA_COLUMNS, RAW_COLUMNS, SourceResult, create_raw_table
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
-    return open(path, encoding="utf-8", errors="replace", newline="")
+from tasks.sources.raw import (
+    NOAA_COLUMNS,
+    RAW_COLUMNS,
+    SourceResult,
+    check_source_file,
+    create_raw_table,
+    open_text,
+)
 
 
 def check_noaa_csv(path: Path) -> list[str]:
     """Fail with a one-line, fixable message unless `path` looks like a MarineCadastre CSV."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"AIS file {path} does not exist; check source.path in the pipeline config")
-    if path.is_dir():
-        raise InputError(f"AIS source {path} is a folder; point source.path at one .csv or .csv.gz file")
-    if path.stat().st_size == 0:
-        raise InputError(f"AIS file {path} is empty; re-download it or point source.path at another day")
+    path = check_source_file(path)
     if path.suffix == ".zip":
         return list(NOAA_COLUMNS)  # checked after extraction, see read_noaa_csv
     try:
-        with _open_text(path) as fh:
+        with open_text(path) as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
             first_row = next(reader, None)

@@ -13,6 +13,8 @@ Missing values are NULL (not empty strings).
 
 from __future__ import annotations
 
+import gzip
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,33 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from tasks.errors import InputError
+
 NOAA_COLUMNS = (
     "MMSI", "BaseDateTime", "LAT", "LON", "SOG", "COG", "Heading", "VesselName", "IMO", "CallSign",
     "VesselType", "Status", "Length", "Width", "Draft", "Cargo", "TransceiverClass",
 )
 EXTRA_COLUMNS = ("ROT", "Destination")
 RAW_COLUMNS = NOAA_COLUMNS + EXTRA_COLUMNS
+
+
+def check_source_file(path: Path, what: str = "AIS file") -> Path:
+    """The checks every file source starts with, as one-line errors that say what to do."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist; check source.path in the pipeline config")
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder; point source.path at a file, or at a folder of files of that kind")
+    if path.stat().st_size == 0:
+        raise InputError(f"{what} {path} is empty; re-download it or point source.path at another file")
+    return path
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """A text reader for .csv or .csv.gz; undecodable bytes become U+FFFD instead of failing."""
+    if Path(path).name.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
+    return open(path, encoding="utf-8", errors="replace", newline="")
 
 
 @dataclass
