@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -97,6 +98,27 @@ def summary(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
+class _UserErrorsInOneLine(logging.Filter):
+    """Prefect logs a failed task or flow with its traceback. For the errors a user causes (bad
+    input or config: TidewrightError), the message says what to fix; the traceback only hides it.
+    Anything else keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TidewrightError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_user_error_tracebacks() -> None:
+    import prefect  # noqa: F401  (configures Prefect's logging handlers)
+
+    one_line = _UserErrorsInOneLine()
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("prefect")]
+    for logger in [logging.getLogger("prefect"), *loggers]:
+        for handler in getattr(logger, "handlers", []):
+            handler.addFilter(one_line)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tidewright", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["run", "refresh", "train-eval"],
@@ -121,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    _quiet_user_error_tracebacks()
     try:
         if args.command == "run":
             from flows.end_to_end import end_to_end

@@ -17,6 +17,7 @@ import pandas as pd
 from prefect import task
 
 from tasks.config import GenerateConfig
+from tasks.errors import InputError
 from tasks.geo import distance_nm
 from tasks.ports import load_ports
 
@@ -357,6 +358,13 @@ def build_seeds(
     calls = pd.read_parquet(fact_paths["port_calls"])
     candidates = movement_candidates(movement, tracks, cfg, fact_digests["vessel_movement"], fact_params["vessel_movement"])
     candidates += port_call_candidates(calls, tracks, ports, cfg, fact_digests["port_calls"], fact_params["port_calls"])
+    if not candidates:
+        raise InputError(
+            f"no question can be asked of this data: {len(positions)} staged positions from {len(tracks.by_mmsi)} "
+            f"vessels gave {len(movement)} movement windows and {len(calls)} port calls (windows need at least "
+            "facts.min_window_positions reports of one vessel, at most generate.max_context_records); "
+            "ingest more data, or lower facts.min_window_positions / facts.window_minutes"
+        )
     seeds, stats = sample_seeds(candidates, cfg, set(tracks.by_mmsi))
     for s in seeds:
         s.context = render_context(s.context, s, tracks, ports, cfg.context_format)

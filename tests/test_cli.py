@@ -64,3 +64,12 @@ def test_ports_table_with_wrong_columns(tmp_path):
     write_noaa_csv(tmp_path / "ais.csv", [noaa_row()])
     out = _cli("refresh", "--set", f"ports.path={ports}")
     assert out.returncode == 2 and "ports" in out.stderr.lower() and "Traceback" not in out.stderr
+
+
+def test_data_too_thin_for_any_question_fails_in_one_line_without_traceback(tmp_path):
+    ais = write_noaa_csv(tmp_path / "ais.csv", [noaa_row(mmsi=str(366000001 + i)) for i in range(3)])
+    out = _cli("refresh", "--set", "source.kind=noaa_csv", "--set", f"source.path={ais}",
+               "--set", f"run.runs_dir={tmp_path / 'runs'}")
+    assert out.returncode == 2
+    assert "error: no question can be asked of this data: 3 staged positions from 3 vessels" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
