@@ -15,9 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tasks.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -204,9 +201,6 @@ class PipelineConfig(Section):
     @property
     def store_dir(self) -> Path:
         return self.stage.store_dir or Path(self.run.runs_dir) / "_warehouse"
-
-    def section_dump(self, name: str) -> dict[str, Any]:
-        return getattr(self, "validate_" if name == "validate" else name).model_dump(mode="json")
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -36,10 +36,6 @@ class IngestResult:
     malformed: int      # quarantined at ingest (unreadable lines, records that are not positions)
     per_file: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    @property
-    def source_path(self) -> Path:
-        return self.files[0]
-
 
 def source_files(kind: str, path: Path) -> list[Path]:
     """source.path may be one file, a folder (its files of the kind, sorted) or a glob pattern."""

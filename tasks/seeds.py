@@ -196,7 +196,7 @@ def _nearby_ports(ports: pd.DataFrame, lat: float, lon: float) -> pd.DataFrame:
 
 
 def movement_candidates(
-    facts: pd.DataFrame, tracks: _Tracks, cfg: GenerateConfig, sql_digest: str, params: dict[str, Any]
+    facts: pd.DataFrame, cfg: GenerateConfig, sql_digest: str, params: dict[str, Any]
 ) -> list[Seed]:
     seeds = []
     for f in facts.itertuples(index=False):
@@ -356,7 +356,7 @@ def build_seeds(
     tracks = _Tracks(positions)
     movement = pd.read_parquet(fact_paths["vessel_movement"])
     calls = pd.read_parquet(fact_paths["port_calls"])
-    candidates = movement_candidates(movement, tracks, cfg, fact_digests["vessel_movement"], fact_params["vessel_movement"])
+    candidates = movement_candidates(movement, cfg, fact_digests["vessel_movement"], fact_params["vessel_movement"])
     candidates += port_call_candidates(calls, tracks, ports, cfg, fact_digests["port_calls"], fact_params["port_calls"])
     if not candidates:
         raise InputError(

@@ -32,11 +32,8 @@ from tasks.config import SimulateConfig
 from tasks.errors import ConfigError, InputError
 from tasks.geo import bearing_deg, destination, distance_nm, great_circle_points
 from tasks.ports import check_ports
+from tasks.sources.raw import NOAA_COLUMNS
 
-NOAA_COLUMNS = (
-    "MMSI", "BaseDateTime", "LAT", "LON", "SOG", "COG", "Heading", "VesselName", "IMO", "CallSign",
-    "VesselType", "Status", "Length", "Width", "Draft", "Cargo", "TransceiverClass",
-)  # fmt: skip
 PORT_CALL_COLUMNS = ("mmsi", "locode", "port_name", "arrival", "departure", "anchored_minutes", "truncated")
 GAP_COLUMNS = ("mmsi", "gap_start", "gap_end", "minutes")
 VESSEL_COLUMNS = (

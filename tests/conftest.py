@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tasks.sources.raw import NOAA_COLUMNS
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -18,10 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 NOAA_SAMPLE = SHARED_DATA / "ais" / "noaa_marinecadastre_AIS_2022-01-03_first99999.csv.gz"
 
-NOAA_HEADER = [
-    "MMSI", "BaseDateTime", "LAT", "LON", "SOG", "COG", "Heading", "VesselName", "IMO", "CallSign",
-    "VesselType", "Status", "Length", "Width", "Draft", "Cargo", "TransceiverClass",
-]
+NOAA_HEADER = list(NOAA_COLUMNS)
 
 
 def noaa_row(mmsi="366000001", ts="2024-01-15T00:00:00", lat="33.70000", lon="-118.20000", sog="10.0", cog="90.0",
