@@ -1,9 +1,12 @@
-"""Ingest: every source file of a run into the run's DuckDB file as raw text rows (the raw
-contract in tasks/sources/raw.py), with unreadable lines and records quarantined."""
+"""Ingest: every source file of a run into the run's DuckDB file as typed rows (table typed_ais,
+sql/stg_typed.sql) over the raw contract of tasks/sources/raw.py (raw_ais), with unreadable lines
+and records quarantined."""
 
 from __future__ import annotations
 
 import glob
+import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,9 +16,9 @@ from prefect import task
 
 from tasks.artifacts import QUARANTINE_COLUMNS
 from tasks.errors import InputError
-from tasks.sources.noaa import check_noaa_csv, read_noaa_csv, read_parquet_source
+from tasks.sources.noaa import check_noaa_csv, malformed_rows, noaa_csv_view, read_parquet_source
 from tasks.sources.raw import NOAA_COLUMNS, SourceResult, check_source_file, create_raw_table
-from tasks.sqlfiles import connect
+from tasks.sqlfiles import connect, create_table_from_sql
 
 __all__ = ["NOAA_COLUMNS", "IngestResult", "check_noaa_csv", "ingest_files", "ingest_noaa_csv", "source_files"]
 
@@ -53,9 +56,7 @@ def source_files(kind: str, path: Path) -> list[Path]:
     return files
 
 
-def _read(kind: str, path: Path, con: duckdb.DuckDBPyConnection, work_dir: Path) -> SourceResult:
-    if kind == "noaa_csv":
-        return read_noaa_csv(path, con, work_dir=work_dir)
+def _read(kind: str, path: Path, con: duckdb.DuckDBPyConnection) -> SourceResult:
     if kind == "parquet":
         return read_parquet_source(path, con)
     if kind == "dma_csv":
@@ -69,28 +70,59 @@ def _read(kind: str, path: Path, con: duckdb.DuckDBPyConnection, work_dir: Path)
     raise InputError(f"source.kind {kind} has no file reader")
 
 
+def type_rows(con: duckdb.DuckDBPyConnection) -> int:
+    """raw_ais -> typed_ais (sql/stg_typed.sql), one row per raw row in the order read, so that
+    typed_ais's rowid + 1 numbers the rows (source_row). Returns the row count."""
+    order = con.execute("select current_setting('preserve_insertion_order')").fetchall()[0][0]
+    con.execute("set preserve_insertion_order = true")
+    try:
+        return create_table_from_sql(con, "typed_ais", "stg_typed")
+    finally:
+        con.execute(f"set preserve_insertion_order = {str(order).lower()}")
+
+
 def ingest_files(
     kind: str, files: list[Path], db_path: Path, work_dir: Path | None = None, memory_limit: str | None = None
 ) -> IngestResult:
-    """Load every file into table raw_ais; what cannot be read goes to table ingest_rejects
-    (quarantine format), which staging adds to the run's quarantine."""
+    """Read every file into table typed_ais (sql/stg_typed.sql: typed values, row rules, raw text
+    of failing rows). The raw contract stays queryable as raw_ais: a view over the files for NOAA
+    CSV (read in place, in parallel, never copied), a table for the other sources. What cannot be
+    read at all goes to table ingest_rejects (quarantine format), which staging adds to the run's
+    quarantine."""
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(work_dir or db_path.parent / "work")
+    files = [Path(f) for f in files]
     rejects: list[dict] = []
     per_file: dict[str, dict[str, int]] = {}
     with connect(db_path, memory_limit) as con:
-        create_raw_table(con)
-        for path in files:
-            result = _read(kind, Path(path), con, work_dir)
-            rejects.extend(result.quarantine)
-            per_file[str(path)] = {"rows_in": result.rows_in, "loaded": result.loaded, "quarantined": len(result.quarantine)}
+        if kind == "noaa_csv":
+            by_csv = noaa_csv_view(files, con, work_dir)
+            try:
+                type_rows(con)
+            except duckdb.Error as exc:
+                first = str(exc).splitlines()[0]
+                raise InputError(f"AIS files {', '.join(map(str, files))} cannot be read as CSV ({first}); "
+                                 "check they are MarineCadastre CSVs") from None
+            rejects = malformed_rows(con, by_csv)
+            loaded_by_file = dict(con.execute("select source_file, count(*) from typed_ais group by 1").fetchall())
+            bad_by_file = Counter(json.loads(r["payload"])["source_file"] for r in rejects)
+            for path in files:
+                bad, loaded = bad_by_file[str(path)], loaded_by_file.get(str(path), 0)
+                per_file[str(path)] = {"rows_in": loaded + bad, "loaded": loaded, "quarantined": bad}
+        else:
+            create_raw_table(con)
+            for path in files:
+                result = _read(kind, path, con)
+                rejects.extend(result.quarantine)
+                per_file[str(path)] = {"rows_in": result.rows_in, "loaded": result.loaded, "quarantined": len(result.quarantine)}
+            type_rows(con)
         frame = pd.DataFrame(rejects, columns=list(QUARANTINE_COLUMNS)).astype("string")
         con.register("_rejects", frame)
         con.execute("create or replace table ingest_rejects as select * from _rejects")
         con.unregister("_rejects")
-        loaded = con.execute("select count(*) from raw_ais").fetchall()[0][0]
-    return IngestResult(db_path, [Path(f) for f in files], loaded + len(rejects), len(rejects), per_file)
+        loaded = con.execute("select count(*) from typed_ais").fetchall()[0][0]
+    return IngestResult(db_path, files, loaded + len(rejects), len(rejects), per_file)
 
 
 def ingest_noaa_csv(source_path: Path, db_path: Path) -> IngestResult:

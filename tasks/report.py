@@ -108,7 +108,7 @@ def render_report(run_dir: Path) -> str:
             "- `dataset/train.jsonl`, `dataset/eval.jsonl`: chat examples (`messages`), split by MMSI",
             "- `dataset/examples.parquet`: kept examples with provenance (sql file + digest, params, source-row hash, teacher, seed)",
             "- `dataset/quarantine.parquet`: every rejected AIS row and example with its stage and reason",
-            "- `facts/*.parquet`, `staged/positions.parquet`, `warehouse.duckdb`: the computed facts and cleaned positions",
+            "- `facts/*.parquet`, `staged/positions/` (the day files this run touched, hive-partitioned), `warehouse.duckdb`: the computed facts and cleaned positions",
             "- `eval/results.json`, `eval/lm_eval_task/`: scores, and the lm-eval task to re-run by hand", ""]
     return "\n".join(out)
 

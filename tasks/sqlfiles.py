@@ -56,4 +56,4 @@ def create_table_from_sql(
     load_macros(con)
     query = sql_text(name).strip().rstrip(";")
     con.execute(f'create or replace table "{table}" as {query}', params or None)
-    return con.execute(f'select count(*) from "{table}"').fetchone()[0]
+    return con.execute(f'select count(*) from "{table}"').fetchall()[0][0]

@@ -1,10 +1,11 @@
-"""Clean/stage: raw_ais -> stg_ais_positions (kept) + quarantined rows with reasons, and the
-kept rows stored as day-partitioned parquet (hive style: positions/date=YYYY-MM-DD/)."""
+"""Clean/stage: typed_ais (written by ingest) -> stg_ais_positions (kept) + quarantined rows with
+reasons, and the kept rows stored as day-partitioned parquet (hive style: positions/date=YYYY-MM-DD/)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,11 +14,11 @@ from prefect import task
 
 from tasks.artifacts import replace_dir
 from tasks.config import StageConfig
-from tasks.sqlfiles import connect, create_table_from_sql
+from tasks.sqlfiles import connect, create_table_from_sql, sql_text
 
 # the staged schema, with units; written as column comments into the run's DuckDB file
 STAGED_COLUMNS = {
-    "source_row": "row number across this ingest's raw rows (provenance)",
+    "source_row": "row number in the order this ingest read its rows, across its files (provenance)",
     "source_file": "file the row came from (provenance)",
     "mmsi": "Maritime Mobile Service Identity, 9 digits, MID 201-775",
     "ts": "report time, UTC",
@@ -50,82 +51,184 @@ class StageResult:
     rejected: dict[str, int] = field(default_factory=dict)
     days: list[str] = field(default_factory=list)
     store_dir: Path | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per step
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._last, 3)
+        self._last = now
+
+
+def _partition_file(folder: Path) -> Path:
+    """The one parquet file DuckDB wrote into a partition folder, renamed data.parquet."""
+    written = sorted(folder.glob("*.parquet"))
+    if len(written) != 1:
+        raise RuntimeError(f"expected one parquet file in {folder}, found {len(written)}")
+    target = folder / "data.parquet"
+    written[0].rename(target)
+    return target
 
 
 def write_day_partitions(con: duckdb.DuckDBPyConnection, store_dir: Path) -> tuple[list[str], list[str]]:
-    """Merge the staged rows into store_dir/positions/date=D/data.parquet, one day at a time.
-    A row already stored (same row_hash) is replaced, not added: re-ingesting a day is idempotent,
-    and rows of that day from other files stay. Days not in this ingest are not touched.
+    """Store the staged rows as store_dir/positions/date=D/data.parquet. Days the store does not
+    hold yet are written by one partitioned COPY (one scan of the staged table). A day it holds
+    already is merged: a row already stored (same row_hash) is replaced, not added, so
+    re-ingesting a day is idempotent and rows of that day from other files stay. Days not in this
+    ingest are not touched; every folder is swapped in whole (tasks.artifacts.replace_dir).
     Returns (days written, days that already held rows and were merged)."""
-    merged = []
+    positions = Path(store_dir) / "positions"
     days = [str(d) for (d,) in con.execute("select distinct cast(ts as date) from stg_ais_positions order by 1").fetchall()]
-    for day in days:
-        target = Path(store_dir) / "positions" / f"date={day}"
-        staging = target.with_name(f".{target.name}.writing.{os.getpid()}")
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
+    merged = [d for d in days if (positions / f"date={d}" / "data.parquet").exists()]
+    fresh = [d for d in days if d not in merged]
+    pending = positions.with_name(f".positions.writing.{os.getpid()}")
+    if pending.exists():
+        shutil.rmtree(pending)
+    pending.mkdir(parents=True)
+    if fresh:
+        con.execute(
+            "copy (select *, cast(ts as date) as date from stg_ais_positions where cast(ts as date) in "
+            "(select unnest($days::date[]))) to $out (format parquet, partition_by (date), filename_pattern 'data_{i}')",
+            {"days": fresh, "out": str(pending)},
+        )
+    for day in merged:
+        folder = pending / f"date={day}"
+        folder.mkdir()
         new_rows = f"select * from stg_ais_positions where cast(ts as date) = date '{day}'"
-        existing = target / "data.parquet"
-        if existing.exists():
-            merged.append(day)
-            query = (f"select * from ({new_rows}) union all by name "
-                     f"select * from read_parquet($old) where row_hash not in (select row_hash from ({new_rows}))")
-            params = {"old": str(existing), "out": str(staging / "data.parquet")}
-        else:
-            query, params = new_rows, {"out": str(staging / "data.parquet")}
-        con.execute(f"copy ({query} order by mmsi, ts) to $out (format parquet)", params)
-        replace_dir(staging, target)
+        query = (f"select * from ({new_rows}) union all by name "
+                 f"select * from read_parquet($old) where row_hash not in (select row_hash from ({new_rows}))")
+        con.execute(f"copy ({query}) to $out (format parquet)",
+                    {"old": str(positions / f"date={day}" / "data.parquet"), "out": str(folder / "data_0.parquet")})
+    for day in days:
+        folder = pending / f"date={day}"
+        _partition_file(folder)
+        replace_dir(folder, positions / f"date={day}")
+    shutil.rmtree(pending)
     return days, merged
 
 
+def link_days(store_dir: Path, days: list[str], target: Path) -> Path:
+    """target/date=D/data.parquet for each day: hard links to the store's files (a snapshot that
+    later merges into the store do not change: they swap in new files), copies across file
+    systems. Returns target, a hive-partitioned folder pandas and DuckDB read as one table."""
+    pending = target.with_name(f".{target.name}.writing.{os.getpid()}")
+    if pending.exists():
+        shutil.rmtree(pending)
+    for day in days:
+        source = Path(store_dir) / "positions" / f"date={day}" / "data.parquet"
+        link = pending / f"date={day}" / "data.parquet"
+        link.parent.mkdir(parents=True)
+        try:
+            os.link(source, link)
+        except OSError:
+            shutil.copy2(source, link)
+    pending.mkdir(parents=True, exist_ok=True)
+    replace_dir(pending, target)
+    return target
+
+
+# rows rejected by the track rules parsed cleanly: the staging table keeps them, typed, for the
+# anomaly facts (identity conflicts, jumps)
+FLAGGED_REASONS = ("conflicting_position", "impossible_jump")
+
+
+def apply_track_rules(con: duckdb.DuckDBPyConnection, max_implied_speed_kn: float) -> int:
+    """typed_ais -> stg_track_rejects (sql/stg_track_rejects.sql) and stg_ais_positions
+    (sql/stg_ais_positions.sql, a view) on an open connection; returns the rows kept."""
+    create_table_from_sql(con, "stg_track_rejects", "stg_track_rejects", {"max_implied_speed_kn": max_implied_speed_kn})
+    # a view: the kept rows are typed_ais less a few rejects, so they are not written again
+    con.execute("drop table if exists stg_ais_positions")
+    con.execute(f"create or replace view stg_ais_positions as {sql_text('stg_ais_positions').strip().rstrip(';')}")
+    return con.execute("select count(*) from stg_ais_positions").fetchall()[0][0]
+
+
+def rows_with_reasons(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRelation:
+    """Every typed row with its source_row and reject_reason (NULL = staged), after apply_track_rules."""
+    return con.sql(
+        """
+        select t.*, coalesce(t.invalid_reason, r.reject_reason) as reject_reason
+        from (select rowid + 1 as source_row, * from typed_ais) t
+        left join stg_track_rejects r using (source_row)
+        order by source_row
+        """
+    )
+
+
 def stage_positions(db_path: Path, out_dir: Path, cfg: StageConfig | None = None, store_dir: Path | None = None) -> StageResult:
-    """Run sql/stg_ais_positions.sql, keep clean rows, merge them into the day-partitioned store
-    and reload the touched days (with what they held before) as table stg_ais_positions for the
-    fact queries. Rejected rows keep their raw text as a JSON payload."""
+    """Apply the track rules (sql/stg_track_rejects.sql) to the typed rows ingest wrote, keep the
+    clean rows as table stg_ais_positions (sql/stg_ais_positions.sql), merge them into the
+    day-partitioned store and, when a stored day gained rows, reload the touched days (with what
+    they held before) as stg_ais_positions for the fact queries. Quarantine: rows failing a row
+    rule keep their raw text as a JSON payload; rows failing a track rule parsed cleanly and keep
+    their parsed values and row_hash (md5 of the raw fields). Table stg_flagged_positions keeps
+    the conflicting and jumping rows, typed, for the anomaly facts."""
     cfg = cfg or StageConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     positions_path = out_dir / "positions.parquet"
     quarantine_path = out_dir / "quarantine_positions.parquet"
     with connect(db_path, cfg.duckdb_memory_limit) as con:
-        create_table_from_sql(con, "stg_all", "stg_ais_positions", {"max_implied_speed_kn": cfg.max_implied_speed_kn})
+        clock = _Clock()
+        kept = apply_track_rules(con, cfg.max_implied_speed_kn)
+        clock.lap("track rules")
         con.execute(
-            "create or replace table stg_ais_positions as "
-            "select * exclude (reject_reason, mmsi_text) from stg_all where reject_reason is null order by mmsi, ts"
+            """
+            create or replace table stg_flagged_positions as
+            select r.reject_reason, t.* exclude (mmsi_text, invalid_reason, raw_payload)
+            from stg_track_rejects r
+            join (select rowid + 1 as source_row, * from typed_ais) t using (source_row)
+            where r.reject_reason in (select unnest($reasons::varchar[]))
+            """,
+            {"reasons": list(FLAGGED_REASONS)},
         )
         if not con.execute("select count(*) from information_schema.tables where table_name = 'ingest_rejects'").fetchall()[0][0]:
             con.execute("create table ingest_rejects (stage varchar, reason varchar, record_id varchar, mmsi varchar, payload varchar)")
         con.execute(
             """
             create or replace table quarantine_positions as
-            select 'stage' as stage, s.reject_reason as reason, 'row:' || s.source_row as record_id,
-                   s.mmsi_text as mmsi, to_json(r)::varchar as payload
-            from stg_all s join raw_ais r using (source_row)
-            where s.reject_reason is not null
+            select 'stage' as stage, invalid_reason as reason, 'row:' || (rowid + 1) as record_id,
+                   mmsi_text as mmsi, raw_payload as payload
+            from typed_ais
+            where invalid_reason is not null
+            union all
+            select 'stage', r.reject_reason, 'row:' || r.source_row, cast(t.mmsi as varchar), to_json(t)::varchar
+            from stg_track_rejects r
+            join (select rowid + 1 as source_row, * exclude (mmsi_text, invalid_reason, raw_payload) from typed_ais) t
+              using (source_row)
             union all
             select stage, reason, record_id, mmsi, payload from ingest_rejects
-            order by record_id
             """
         )
         rejected = dict(
             con.execute("select reason, count(*) from quarantine_positions group by reason order by reason").fetchall()
         )
-        kept = con.execute("select count(*) from stg_ais_positions").fetchall()[0][0]
+        clock.lap("quarantine")
         days: list[str] = []
         if store_dir is not None:
             days, merged = write_day_partitions(con, store_dir)
             files = [str(Path(store_dir) / "positions" / f"date={d}" / "data.parquet") for d in days]
             if merged:  # a stored day gained or kept rows from earlier ingests: facts need all of them
-                con.execute("create or replace table stg_ais_positions as select * from read_parquet($f, union_by_name = true) "
-                            "order by mmsi, ts", {"f": files})
+                con.execute("drop view stg_ais_positions")
+                con.execute("create table stg_ais_positions as select * from read_parquet($f, union_by_name = true)",
+                            {"f": files})
+            clock.lap("day partitions")
         for column, comment in STAGED_COLUMNS.items():
             quoted = comment.replace("'", "''")
             con.execute(f"comment on column stg_ais_positions.{column} is '{quoted}'")
-        con.execute("copy stg_ais_positions to $p (format parquet)", {"p": str(positions_path)})
-        con.execute("copy quarantine_positions to $p (format parquet)", {"p": str(quarantine_path)})
-        con.execute("drop table stg_all")
-    return StageResult(positions_path, quarantine_path, kept, rejected, days, Path(store_dir) if store_dir else None)
+        if store_dir is None:
+            con.execute("copy stg_ais_positions to $p (format parquet)", {"p": str(positions_path)})
+        else:  # the run's positions are the day files it touched: linked, not written twice
+            positions_path = link_days(Path(store_dir), days, out_dir / "positions")
+        con.execute("copy (select * from quarantine_positions order by stage, record_id) to $p (format parquet)",
+                    {"p": str(quarantine_path)})
+        clock.lap("parquet files")
+    return StageResult(positions_path, quarantine_path, kept, rejected, days, Path(store_dir) if store_dir else None,
+                       clock.seconds)
 
 
 stage_task = task(name="stage-positions")(stage_positions)

@@ -31,7 +31,8 @@ def test_real_noaa_sample_ingests_stages_and_yields_facts(tmp_path):
     # positions" -- the one exact duplicate sits inside one of those groups
     quarantine = pd.read_parquet(staged.quarantine_path)
     same_time = quarantine[quarantine.reason.isin(["conflicting_position", "duplicate_row"])]
-    keys = same_time["payload"].map(lambda p: tuple(json.loads(p)[k] for k in ("MMSI", "BaseDateTime")))
+    # these rows parsed cleanly: their payload is the parsed row (staged column names) and its row_hash
+    keys = same_time["payload"].map(lambda p: tuple(json.loads(p)[k] for k in ("mmsi", "ts")))
     assert keys.nunique() == 43 and len(keys) - keys.nunique() == 75
     positions = pd.read_parquet(staged.positions_path)
     assert positions["sog_kn"].isna().sum() == 173           # SOG 102.3 -> NULL

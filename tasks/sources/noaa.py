@@ -49,50 +49,64 @@ def check_noaa_csv(path: Path) -> list[str]:
     return header
 
 
-def read_noaa_csv(path: Path, con: duckdb.DuckDBPyConnection, table: str = "raw_ais", work_dir: Path | None = None) -> SourceResult:
-    """Append a MarineCadastre CSV to the raw table. Lines that are not a row of the header's
-    width (an unquoted comma in a name, a cut-off line, bytes that are not UTF-8) are quarantined
-    as malformed_csv_row with DuckDB's reason and the raw line."""
-    path = Path(path)
-    csv_path = path
-    if path.suffix == ".zip":
-        csv_path = open_zip_csv(path, Path(work_dir or path.parent) / "unzipped")
-    header = check_noaa_csv(csv_path)
-    # the dialect is fixed, not sniffed: a bad line in the sniffer's sample must not change how
-    # every other line is read; columns are typed by name in the header's own order
-    columns = "{" + ", ".join(f"'{name}': 'VARCHAR'" for name in header) + "}"
-    if not con.execute("select count(*) from information_schema.tables where table_name = $t", {"t": table}).fetchall()[0][0]:
-        create_raw_table(con, table)
-    start = con.execute(f'select coalesce(max(source_row), 0) from "{table}"').fetchall()[0][0]
-    select = ", ".join(f'"{c}"' if c in header else f'cast(null as varchar) as "{c}"' for c in RAW_COLUMNS)
-    try:
-        con.execute(
-            f"""
-            insert into "{table}"
-            select {start} + row_number() over (), $file, {select}
-            from read_csv($path, header = true, auto_detect = false, delim = ',', quote = '"', escape = '"',
-                          columns = {columns}, store_rejects = true,
-                          rejects_table = 'csv_reject_errors', rejects_scan = 'csv_reject_scans')
-            """,
-            {"path": str(csv_path), "file": str(path)},
+def _literal(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def noaa_csv_view(files: list[Path], con: duckdb.DuckDBPyConnection, work_dir: Path | None = None,
+                  view: str = "raw_ais") -> dict[str, Path]:
+    """Make `view` the raw contract over MarineCadastre CSV files (plain, .gz, .zip): the files are
+    read where they lie, never copied into the database. Files with the same header share one
+    parallel reader; columns are typed VARCHAR by name in each header's own order. Lines that are
+    not a row of the header's width (an unquoted comma in a name, a cut-off line, bytes that are
+    not UTF-8) land in the temp tables csv_reject_errors / csv_reject_scans whenever the view is
+    scanned (see malformed_rows). Returns {CSV path read: source file} (a .zip reads its extracted CSV)."""
+    groups: dict[tuple[str, ...], list[tuple[Path, Path]]] = {}
+    for path in map(Path, files):
+        csv_path = path
+        if path.suffix == ".zip":
+            csv_path = open_zip_csv(path, Path(work_dir or path.parent) / "unzipped")
+        header = tuple(check_noaa_csv(csv_path))
+        groups.setdefault(header, []).append((path, csv_path))
+    selects = []
+    for header, members in groups.items():
+        # the dialect is fixed, not sniffed: a bad line in the sniffer's sample must not change how
+        # every other line is read
+        columns = "{" + ", ".join(f"{_literal(name)}: 'VARCHAR'" for name in header) + "}"
+        paths = "[" + ", ".join(_literal(csv) for _, csv in members) + "]"
+        # a .zip is named as the user gave it, not as its extracted CSV
+        renamed = " ".join(f"when {_literal(csv)} then {_literal(src)}" for src, csv in members if src != csv)
+        source_file = f"case filename {renamed} else filename end" if renamed else "filename"
+        cols = ", ".join(f'"{c}"' if c in header else f'cast(null as varchar) as "{c}"' for c in RAW_COLUMNS)
+        selects.append(
+            f"select {source_file} as source_file, {cols} "
+            f"from read_csv({paths}, header = true, auto_detect = false, delim = ',', quote = '\"', escape = '\"', "
+            f"columns = {columns}, filename = true, store_rejects = true, "
+            f"rejects_table = 'csv_reject_errors', rejects_scan = 'csv_reject_scans')"
         )
-        rejects = con.execute(
-            """
-            select line, any_value(error_type order by column_idx), any_value(csv_line order by column_idx),
-                   any_value(error_message order by column_idx)
-            from csv_reject_errors group by line order by line
-            """
-        ).fetchall()
-        loaded = con.execute(f'select count(*) from "{table}" where source_row > $s', {"s": start}).fetchall()[0][0]
-    except duckdb.Error as exc:
-        first = str(exc).splitlines()[0]
-        raise InputError(f"AIS file {path} cannot be read as CSV ({first}); check it is a MarineCadastre CSV") from None
-    quarantine = [
+    con.execute(f'create or replace view "{view}" as ' + "\nunion all\n".join(selects))
+    return {str(csv): src for members in groups.values() for src, csv in members}
+
+
+def malformed_rows(con: duckdb.DuckDBPyConnection, by_csv: dict[str, Path]) -> list[dict]:
+    """Quarantine rows (malformed_csv_row, DuckDB's reason and the raw line) for the lines the last
+    scan of a noaa_csv_view could not read; by_csv is what noaa_csv_view returned."""
+    if not con.execute("select count(*) from duckdb_tables() where table_name = 'csv_reject_errors'").fetchall()[0][0]:
+        return []
+    rejects = con.execute(
+        """
+        select s.file_path, e.line, any_value(e.error_type order by e.column_idx), any_value(e.csv_line order by e.column_idx),
+               any_value(e.error_message order by e.column_idx)
+        from csv_reject_errors e join csv_reject_scans s using (scan_id, file_id)
+        group by all order by s.file_path, e.line
+        """
+    ).fetchall()
+    return [
         quarantine_row("ingest", "malformed_csv_row", f"{error_type}: {message}",
-                       {"id": f"{path.name}:line:{line}", "mmsi": text.split(",", 1)[0], "csv_line": text})
-        for line, error_type, text, message in rejects
+                       {"id": f"{Path(by_csv.get(csv, csv)).name}:line:{line}", "mmsi": text.split(",", 1)[0],
+                        "source_file": str(by_csv.get(csv, csv)), "csv_line": text})
+        for csv, line, error_type, text, message in rejects
     ]
-    return SourceResult(path=path, rows_in=loaded + len(quarantine), loaded=loaded, quarantine=quarantine)
 
 
 def read_parquet_source(path: Path, con: duckdb.DuckDBPyConnection, table: str = "raw_ais") -> SourceResult:

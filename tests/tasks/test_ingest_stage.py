@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import pandas as pd
 import pytest
@@ -50,7 +52,12 @@ def test_bad_rows_go_to_quarantine_with_reason(tmp_path):
     assert staged.loc[staged.mmsi == 366000005, "nav_status"].item() == 5
     assert len(staged) + len(quarantine) == len(rows)  # nothing lost
     assert set(quarantine["stage"]) == {"stage"}
-    assert quarantine["payload"].str.contains('"MMSI"').all()  # the raw row is kept
+    row_rule = quarantine[quarantine.reason != "duplicate_row"]
+    assert row_rule["payload"].map(lambda p: json.loads(p)["MMSI"]).tolist() == ["12345678", "999999999", "366000002", "366000003"]
+    # a track-rule reject parsed cleanly: its payload is the parsed row, and its row_hash (md5 of the
+    # raw fields) is the kept copy's
+    copy = json.loads(quarantine.loc[quarantine.reason == "duplicate_row", "payload"].item())
+    assert copy["row_hash"] == staged.loc[staged.mmsi == 366000004, "row_hash"].item() and copy["mmsi"] == 366000004
 
 
 def test_sql_reason_column_on_in_memory_duckdb():
@@ -64,9 +71,10 @@ def test_sql_reason_column_on_in_memory_duckdb():
     create_raw_table(con)
     rows = [noaa_row(), noaa_row(mmsi="1"), noaa_row(lat="abc")]
     append_frame(con, pd.DataFrame(rows, columns=NOAA_HEADER), "test.csv")
-    out = run_sql(con, "stg_ais_positions", {"max_implied_speed_kn": 60}).df()
-    assert len(out) == 3 and out["source_row"].is_unique
-    assert list(out.sort_values("source_row")["reject_reason"].fillna("kept")) == ["kept", "invalid_mmsi", "missing_position"]
+    out = run_sql(con, "stg_typed").df()  # rows come out in the order read
+    assert list(out["invalid_reason"].fillna("kept")) == ["kept", "invalid_mmsi", "missing_position"]
+    assert out["raw_payload"].isna().tolist() == [True, False, False]  # raw text kept for failing rows only
+    assert json.loads(out["raw_payload"][2])["LAT"] == "abc"
 
 
 def test_conflicts_and_impossible_jumps(tmp_path):
@@ -95,7 +103,7 @@ def test_rate_of_turn_not_available_becomes_null():
     frame = pd.DataFrame([noaa_row(ts=f"2024-01-15T00:0{i}:00") for i in range(3)], columns=NOAA_HEADER)
     frame["ROT"] = ["-128", "-731.4", "4.5"]
     append_frame(con, frame, "feed.nmea")
-    out = run_sql(con, "stg_ais_positions", {"max_implied_speed_kn": 60}).df().sort_values("source_row")
+    out = run_sql(con, "stg_typed").df()
     assert out["rot_deg_min"].isna().tolist() == [True, True, False]
     assert out["rot_deg_min"].iloc[2] == 4.5
 

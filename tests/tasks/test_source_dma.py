@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from tasks.errors import InputError
 from tasks.sources.dma import DMA_COLUMNS, check_dma_csv, read_dma_csv
 from tasks.sources.raw import RAW_COLUMNS, create_raw_table
-from tasks.sqlfiles import run_sql, sql_text
+from tasks.ingest import type_rows
+from tasks.stage import apply_track_rules, rows_with_reasons
 
 DMA_SAMPLE = (
     Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ais"
@@ -72,9 +73,11 @@ def raw_rows(con, table="raw_ais") -> list[dict]:
 
 
 def staged(con) -> list[dict]:
-    params = {name: STAGING_PARAMS[name] for name in set(re.findall(r"\$(\w+)", sql_text("stg_ais_positions")))}
-    rel = run_sql(con, "stg_ais_positions", params)
-    return sorted((dict(zip(rel.columns, r)) for r in rel.fetchall()), key=lambda r: r["source_row"])
+    """Every raw row through the real staging SQL (row rules, then track rules), with its reason."""
+    type_rows(con)
+    apply_track_rules(con, STAGING_PARAMS["max_implied_speed_kn"])
+    rel = rows_with_reasons(con)
+    return [dict(zip(rel.columns, r)) for r in rel.fetchall()]
 
 
 def test_real_dma_sample(tmp_path):

@@ -19,7 +19,8 @@ from pyais import encode_dict
 from tasks.errors import InputError
 from tasks.sources.nmea import NmeaResult, read_nmea
 from tasks.sources.raw import RAW_COLUMNS, SourceResult
-from tasks.sqlfiles import run_sql, sql_text
+from tasks.ingest import type_rows
+from tasks.stage import apply_track_rules, rows_with_reasons
 
 SHARED_AIS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ais"
 DMA_LOG = SHARED_AIS / "nmea_dma_aislib_2010-06-11_stream_example.txt"
@@ -123,9 +124,9 @@ def test_dma_log_decodes_as_sources_md_describes(dma):
 
 def test_dma_log_goes_through_staging(dma):
     _, con = dma
-    text = sql_text("stg_ais_positions")
-    params = {k: v for k, v in STAGING_PARAMS.items() if f"${k}" in text}
-    counts = dict(run_sql(con, "stg_ais_positions", params).aggregate("reject_reason, count(*)").fetchall())
+    type_rows(con)
+    apply_track_rules(con, STAGING_PARAMS["max_implied_speed_kn"])
+    counts = dict(rows_with_reasons(con).aggregate("reject_reason, count(*)").fetchall())
     assert counts[None] > 2500
     # LAT 91 / LON 181 are kept as sent, so staging is what rejects them
     assert counts.get("position_not_available", 0) > 0

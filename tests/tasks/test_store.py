@@ -47,3 +47,6 @@ def test_reingesting_a_day_is_idempotent_and_days_stay_apart(tmp_path):
                       "group by date order by date").fetchall()
     assert [(str(d), n) for d, n in hive] == [("2024-01-15", 8), ("2024-01-16", 5)]
     assert not list((store / "positions").glob(".*"))  # no half-written partition left behind
+    # each run's staged/positions/ is a snapshot of the days it touched: a later merge does not change it
+    assert _count(f"{first.positions_path}/*/*.parquet") == 5
+    assert _count(f"{merged.positions_path}/*/*.parquet") == 8
