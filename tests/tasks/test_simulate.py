@@ -9,7 +9,7 @@ import pytest
 from tasks.config import SimulateConfig
 from tasks.errors import ConfigError, InputError
 from tasks.ports import load_ports
-from tasks.simulate import NOAA_COLUMNS, US_MIDS, build_harbour, simulate, simulate_ais_task
+from tasks.simulate import NOAA_COLUMNS, TRUTH_NAMES, US_MIDS, build_harbour, simulate, simulate_ais_task
 
 NOAA_SAMPLE = Path("/work/shared/data/ais/noaa_marinecadastre_AIS_2022-01-03_first99999.csv.gz")
 HEADER = "MMSI,BaseDateTime,LAT,LON,SOG,COG,Heading,VesselName,IMO,CallSign,VesselType,Status,Length,Width,Draft,Cargo,TransceiverClass"
@@ -121,10 +121,13 @@ def test_same_config_same_bytes_other_seed_differs(tmp_path):
     other = simulate(cfg.model_copy(update={"seed": 4}), ports, tmp_path / "c")
     for name in ("csv_path", "port_calls_path", "gaps_path", "vessels_path"):
         assert getattr(first, name).read_bytes() == getattr(second, name).read_bytes(), name
+    for name, path in first.truth_paths.items():
+        assert path.read_bytes() == second.truth_paths[name].read_bytes(), name
     assert first.csv_path.read_bytes() != other.csv_path.read_bytes()
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
-        "ais.csv", "ground_truth_gaps.csv", "ground_truth_port_calls.csv", "vessels.csv"
-    ]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(
+        ["ais.csv", "ground_truth_gaps.csv", "ground_truth_port_calls.csv", "vessels.csv"]
+        + [f"ground_truth_{name}.csv" for name in TRUTH_NAMES]
+    )
 
 
 def test_every_vessel_type_is_present_with_plausible_particulars(day):
@@ -238,8 +241,12 @@ def test_dirty_values_are_present_as_noaa_has_them(day):
 
 
 def test_moored_anchored_and_underway_speeds(day):
-    _, ais, _, _, vessels = day
+    result, ais, _, _, vessels = day
     rows = ais[ais["SOG"] != 102.3].merge(vessels, left_on="MMSI", right_on="mmsi")
+    # leave out the planted transponder glitches and twin transmitters (checked by their own tests)
+    for name in ("speed_anomalies", "identity_conflicts"):
+        for event in _truth(result, name).itertuples():
+            rows = rows[~((rows["MMSI"] == event.mmsi) & rows["ts"].between(event.start, event.end))]
     status = rows["Status"]
     assert rows.loc[status == 5, "SOG"].max() <= 0.2
     assert rows.loc[status == 1, "SOG"].max() <= 0.3
@@ -269,3 +276,234 @@ def test_prefect_task_wraps_the_plain_function():
     assert simulate_ais_task.fn is simulate
     assert simulate_ais_task.name == "simulate-ais"
     assert simulate_ais_task.retries == 0
+
+
+# --- ground truth of the facts contract (issue 4) --------------------------------------------
+
+TRUTH_COLUMNS = {
+    "port_stays": ["mmsi", "locode", "kind", "start", "end", "truncated"],
+    "voyages": ["mmsi", "from_locode", "to_locode", "departure", "arrival", "truncated"],
+    "loitering": ["mmsi", "start", "end", "center_lat", "center_lon"],
+    "speed_anomalies": ["mmsi", "vessel_type_code", "start", "end", "max_sog_kn"],
+    "identity_conflicts": ["mmsi", "start", "end", "lat_a", "lon_a", "lat_b", "lon_b"],
+    "jumps": ["mmsi", "ts"],
+    "encounters": ["mmsi_a", "mmsi_b", "situation", "cpa_time", "cpa_nm", "planted"],
+    "traffic": ["hour", "cell_lat_idx", "cell_lon_idx", "vessel_type_code", "vessels"],
+    "movement": ["mmsi", "window_start", "distance_nm", "minutes_underway", "minutes_moored", "minutes_anchored",
+                 "major_course_changes"],
+}  # fmt: skip
+TIME_COLUMNS = {"start", "end", "departure", "arrival", "ts", "cpa_time", "hour", "window_start"}
+
+
+def _truth(result, name: str) -> pd.DataFrame:
+    frame = pd.read_csv(result.truth_paths[name], keep_default_na=False, dtype=str)
+    for column in set(frame.columns) & TIME_COLUMNS:
+        frame[column] = pd.to_datetime(frame[column].replace("", None))
+    for column in set(frame.columns) & {"mmsi", "mmsi_a", "mmsi_b"}:
+        frame[column] = frame[column].astype(np.int64)
+    return frame
+
+
+def _own_reports(ais: pd.DataFrame, mmsi: int) -> pd.DataFrame:
+    """One vessel's reports with a position, without twins' and spikes' rows (far from the track)."""
+    rows = ais[(ais["MMSI"] == mmsi) & (ais["LAT"] <= 90)].drop_duplicates(["ts", "LAT", "LON"]).sort_values("ts")
+    step = _distance_nm(rows["LAT"].to_numpy()[:-1], rows["LON"].to_numpy()[:-1], rows["LAT"].to_numpy()[1:], rows["LON"].to_numpy()[1:])
+    far = np.r_[step > 5, True] & np.r_[True, step > 5]  # as staging's jump rule: far from both neighbours
+    return rows[~far]
+
+
+def test_truth_files_have_the_contract_columns_and_time_format(day):
+    result = day[0]
+    assert set(result.truth_paths) == set(TRUTH_NAMES) == set(TRUTH_COLUMNS)
+    for name, columns in TRUTH_COLUMNS.items():
+        text = pd.read_csv(result.truth_paths[name], keep_default_na=False, dtype=str)
+        assert list(text.columns) == columns, name
+        assert not text.empty, name
+        for column in set(columns) & TIME_COLUMNS:
+            filled = text[column][text[column] != ""]
+            assert filled.str.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}").all(), (name, column)
+        for column in set(columns) & {"truncated", "planted"}:
+            assert text[column].isin(["true", "false"]).all(), (name, column)
+
+
+def test_every_colreg_type_is_planted_and_the_written_reports_show_the_approach(day):
+    result, ais, _, _, _ = day
+    encounters = _truth(result, "encounters")
+    planted = encounters[encounters["planted"] == "true"]
+    assert set(planted["situation"]) == {"head_on", "crossing", "overtaking"}
+    assert (encounters["mmsi_a"] < encounters["mmsi_b"]).all()
+    assert encounters["cpa_nm"].astype(float).le(0.5).all()
+    ports = load_ports()
+    for row in planted.itertuples():
+        at = {}
+        for mmsi in (row.mmsi_a, row.mmsi_b):
+            own = _own_reports(ais, mmsi)
+            seconds = (own["ts"] - row.cpa_time).dt.total_seconds().to_numpy()
+            assert seconds.min() <= 0 <= seconds.max(), row  # reports on both sides of the CPA
+            assert np.abs(seconds).min() <= 200, row
+            at[mmsi] = (np.interp(0, seconds, own["LAT"]), np.interp(0, seconds, own["LON"]))
+            assert own.loc[np.abs(seconds) <= 1200, "SOG"].replace(102.3, np.nan).dropna().ge(2.0).all(), row
+        # reports interpolated to the CPA time: as close as the truth says (+ GPS noise and 2-minute sampling)
+        apart = _distance_nm(*at[row.mmsi_a], *at[row.mmsi_b])
+        assert apart <= float(row.cpa_nm) + 0.1, (row, apart)
+        clear = _distance_nm(at[row.mmsi_a][0], at[row.mmsi_a][1], ports["lat"].to_numpy(), ports["lon"].to_numpy())
+        assert clear.min() > 3.0, row
+
+
+def test_twin_reports_share_the_mmsi_and_sit_far_from_the_vessel(day):
+    result, ais, _, _, vessels = day
+    conflicts = _truth(result, "identity_conflicts")
+    assert len(conflicts) >= 1
+    for row in conflicts.itertuples():
+        rows = ais[(ais["MMSI"] == row.mmsi) & ais["ts"].between(row.start, row.end)].drop_duplicates(["ts", "LAT", "LON"])
+        assert rows[["VesselName", "IMO", "CallSign", "VesselType", "Length"]].astype(str).drop_duplicates().shape[0] == 1
+        assert _distance_nm(float(row.lat_a), float(row.lon_a), float(row.lat_b), float(row.lon_b)) >= 20
+        # two clusters at once: each twin report is >= 20 nm from the vessel's own report just before it
+        own = _own_reports(ais, row.mmsi)
+        twins = rows[~rows["ts"].isin(own["ts"])]
+        assert len(twins) >= 2 and twins["ts"].min() == row.start and twins["ts"].max() == row.end
+        previous = pd.merge_asof(twins.sort_values("ts"), own[["ts", "LAT", "LON"]], on="ts", suffixes=("", "_own"))
+        gap = _distance_nm(previous["LAT"], previous["LON"], previous["LAT_own"], previous["LON_own"])
+        assert (gap >= 20).all(), row
+
+
+def test_speed_anomalies_exceed_the_type_maximum(day):
+    result, ais, _, _, _ = day
+    limits = pd.read_csv(Path("tasks/data/vessel_type_max_speed.csv"))
+    anomalies = _truth(result, "speed_anomalies")
+    assert len(anomalies) >= 1
+    for row in anomalies.itertuples():
+        code = int(row.vessel_type_code)
+        limit = limits[(limits["type_from"] <= code) & (limits["type_to"] >= code)]["max_sog_kn"].iloc[0]
+        rows = ais[(ais["MMSI"] == row.mmsi) & ais["ts"].between(row.start, row.end)]
+        assert (rows["VesselType"] == code).all()
+        assert (rows["SOG"] > limit).all() and rows["SOG"].max() == float(row.max_sog_kn) < 102.3
+        # the reports just outside the episode are plausible again
+        outside = ais[(ais["MMSI"] == row.mmsi) & ~ais["ts"].between(row.start, row.end) & (ais["SOG"] < 102.3)]
+        assert (outside["SOG"] <= limit).all()
+
+
+def test_jumps_are_single_reports_far_off_track(day):
+    result, ais, _, _, _ = day
+    jumps = _truth(result, "jumps")
+    assert len(jumps) >= 1
+    for row in jumps.itertuples():
+        rows = ais[(ais["MMSI"] == row.mmsi) & (ais["LAT"] <= 90)].drop_duplicates(["ts"]).sort_values("ts").reset_index()
+        k = int(np.flatnonzero(rows["ts"] == row.ts)[0])
+        before, spike, after = rows.iloc[k - 1], rows.iloc[k], rows.iloc[k + 1]
+        assert _distance_nm(before.LAT, before.LON, spike.LAT, spike.LON) >= 29
+        assert _distance_nm(spike.LAT, spike.LON, after.LAT, after.LON) >= 29
+        assert _distance_nm(before.LAT, before.LON, after.LAT, after.LON) < 2
+
+
+def test_loitering_follows_the_definition_on_the_reports(day):
+    result, ais, _, _, _ = day
+    loiters = _truth(result, "loitering")
+    assert len(loiters) >= 1
+    ports = load_ports()
+    for row in loiters.itertuples():
+        rows = _own_reports(ais, row.mmsi)
+        inside = rows[rows["ts"].between(row.start, row.end)]
+        assert row.end - row.start >= pd.Timedelta(minutes=60)
+        assert inside["SOG"].le(3.0).all()
+        assert _distance_nm(inside["LAT"], inside["LON"], float(row.center_lat), float(row.center_lon)).max() <= 1.0
+        assert inside["LAT"].mean() == pytest.approx(float(row.center_lat), abs=1e-5)
+        far = _distance_nm(inside["LAT"].to_numpy()[:, None], inside["LON"].to_numpy()[:, None], ports["lat"].to_numpy(), ports["lon"].to_numpy())
+        assert far.min() > 3.0
+        # maximal: the reports just before and after are fast (or missing SOG)
+        edges = pd.concat([rows[rows["ts"] < row.start].tail(1), rows[rows["ts"] > row.end].head(1)])
+        assert (edges["SOG"] > 3.0).all()
+
+
+def test_port_stays_split_calls_into_anchorage_and_berth(day):
+    result, ais, calls, _, _ = day
+    stays = _truth(result, "port_stays")
+    ports = load_ports().set_index("locode")
+    assert set(stays["kind"]) == {"anchorage", "berth"}
+    for row in stays.itertuples():
+        rows = ais[(ais["MMSI"] == row.mmsi) & ais["ts"].between(row.start, row.end) & (ais["LAT"] <= 90)]
+        stopped = rows[rows["SOG"] <= 0.5]
+        distance = _distance_nm(stopped["LAT"], stopped["LON"], ports.at[row.locode, "lat"], ports.at[row.locode, "lon"])
+        assert (distance <= 1.0).all() if row.kind == "berth" else (distance > 1.0).all(), row
+        assert {row.start, row.end} <= set(stopped["ts"])
+        call = calls[(calls["mmsi"] == row.mmsi) & (calls["locode"] == row.locode) & (calls["arrival"] <= row.start)
+                     & (calls["departure"] >= row.end)]  # fmt: skip
+        assert len(call) == 1, row
+    complete = stays[stays["truncated"] == "false"]
+    assert len(complete) >= 20
+
+
+def test_voyages_run_from_one_call_to_the_next(day):
+    result, _, calls, _, _ = day
+    voyages = _truth(result, "voyages")
+    complete = voyages[voyages["truncated"] == "false"]
+    assert len(complete) >= 20
+    departures = set(zip(calls["mmsi"], calls["locode"], calls["departure"]))
+    arrivals = set(zip(calls["mmsi"], calls["locode"], calls["arrival"]))
+    for row in complete.itertuples():
+        assert (row.mmsi, row.from_locode, row.departure) in departures, row
+        assert (row.mmsi, row.to_locode, row.arrival) in arrivals, row
+        between = calls[(calls["mmsi"] == row.mmsi) & (calls["arrival"] > row.departure) & (calls["arrival"] < row.arrival)]
+        assert between.empty, row
+    # every complete call but a vessel's last starts a voyage
+    assert voyages["departure"].isna().sum() >= 1 and voyages["arrival"].isna().sum() >= 1
+
+
+def test_traffic_counts_distinct_vessels_per_hour_cell_and_type(day):
+    result, ais, _, _, vessels = day
+    traffic = _truth(result, "traffic")
+    valid = set(vessels.loc[vessels["valid_mmsi"], "mmsi"])
+    text = pd.read_csv(result.csv_path, dtype=str, keep_default_na=False)
+    rows = text[text["MMSI"].astype(int).isin(valid) & (text["LAT"] != "91.00000")]
+    own = pd.concat([_own_reports(ais, m)[["MMSI", "BaseDateTime"]] for m in valid])
+    rows = rows.merge(own.astype(str).drop_duplicates(), on=["MMSI", "BaseDateTime"])
+    expected = pd.DataFrame(
+        {"hour": pd.to_datetime(rows["BaseDateTime"]).dt.floor("h"),
+         "cell_lat_idx": np.floor(rows["LAT"].astype(float) / 0.1).astype(int).astype(str),
+         "cell_lon_idx": np.floor(rows["LON"].astype(float) / 0.1).astype(int).astype(str),
+         "vessel_type_code": rows["VesselType"], "mmsi": rows["MMSI"]}
+    ).groupby(["hour", "cell_lat_idx", "cell_lon_idx", "vessel_type_code"])["mmsi"].nunique().astype(str)  # fmt: skip
+    got = traffic.set_index(["hour", "cell_lat_idx", "cell_lon_idx", "vessel_type_code"])["vessels"]
+    assert got.sort_index().equals(expected.rename("vessels").sort_index())
+
+
+def test_movement_windows_add_up(day):
+    result, ais, _, _, _ = day
+    movement = _truth(result, "movement")
+    numbers = movement[["distance_nm", "minutes_underway", "minutes_moored", "minutes_anchored"]].astype(float)
+    total = numbers[["minutes_underway", "minutes_moored", "minutes_anchored"]].sum(axis=1)
+    assert (total <= 60).all() and (total >= 50).mean() > 0.9
+    assert (numbers["minutes_moored"] > 0).any() and (numbers["minutes_anchored"] > 0).any()
+    assert (movement["major_course_changes"].astype(int) > 0).any()
+    for row in movement.sample(20, random_state=0).itertuples():
+        rows = _own_reports(ais, row.mmsi)
+        inside = rows[rows["ts"].between(row.window_start, row.window_start + pd.Timedelta(minutes=59, seconds=59))]
+        assert len(inside) >= 6
+        noisy = _distance_nm(inside["LAT"].to_numpy()[:-1], inside["LON"].to_numpy()[:-1], inside["LAT"].to_numpy()[1:], inside["LON"].to_numpy()[1:]).sum()
+        # the noiseless path length vs haversine steps between noisy positions: GPS noise adds ~0.01 nm a step
+        assert abs(noisy - float(row.distance_nm)) <= 0.05 * float(row.distance_nm) + 0.02 * len(inside), row
+        span = (inside["ts"].max() - inside["ts"].min()).total_seconds() / 60
+        assert float(row.minutes_underway) + float(row.minutes_moored) + float(row.minutes_anchored) == pytest.approx(span, abs=0.02)
+
+
+def test_rates_of_zero_switch_the_plants_off(tmp_path):
+    off = dict(encounters_per_day=0, loiters_per_day=0, identity_conflicts_per_day=0, speed_anomalies_per_day=0, position_spikes_per_day=0)
+    result = simulate(SimulateConfig(vessels=10, hours=24, seed=5, **off), load_ports(), tmp_path)
+    for name in ("loitering", "identity_conflicts", "speed_anomalies", "jumps"):
+        assert _truth(result, name).empty, name
+    assert (_truth(result, "encounters")["planted"] == "false").all()
+    on = simulate(SimulateConfig(vessels=10, hours=24, seed=5), load_ports(), tmp_path / "on")
+    for name in ("loitering", "identity_conflicts", "speed_anomalies", "jumps"):
+        assert not _truth(on, name).empty, name
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_default_day_plants_each_colreg_type_whatever_the_seed(tmp_path, seed):
+    result = simulate(SimulateConfig(seed=seed), load_ports(), tmp_path)
+    encounters = _truth(result, "encounters")
+    assert set(encounters.loc[encounters["planted"] == "true", "situation"]) == {"head_on", "crossing", "overtaking"}
+
+
+def test_too_short_loiter_range_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="loiter_minutes"):
+        simulate(SimulateConfig(vessels=2, hours=1, loiter_minutes=(30, 90)), load_ports(), tmp_path)
