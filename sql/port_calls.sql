@@ -4,7 +4,12 @@
 -- the last stopped report of the visit and must last at least $min_call_minutes.
 -- Stopped: SOG <= $stopped_max_sog_kn knots; when SOG is not available (NULL), navigational status
 -- 1 (at anchor) or 5 (moored) decides. Reports with neither are skipped: they cannot say.
--- Category: port & area activity.
+-- A long silence inside a visit does not split it (the vessel was seen stopped at the same port on
+-- both sides). Distances in nautical miles (haversine_nm), times UTC, dwell in minutes.
+-- Ports are found through 0.1-degree cells (an equi-join, no positions x ports product); a port's
+-- cells wrap across +-180 degrees longitude, so ports beside the antimeridian are not missed.
+-- Category: port & area activity. sql/port_stays.sql, sql/voyages.sql and sql/busiest_ports.sql
+-- read this query's output (table fact_port_calls).
 with positions as (
     select mmsi, ts, lat, lon, sog_kn, nav_status, vessel_name, vessel_type, row_hash
     from stg_ais_positions
@@ -15,6 +20,38 @@ port_table as (
     select port_name, locode, lat as port_lat, lon as port_lon from ports
 ),
 
+-- degrees of latitude and longitude the radius spans around each port (1 degree of latitude is
+-- 60.04 nm, so radius / 60 is a little wide: safe); longitude widens with latitude, capped at the full circle
+port_extent as (
+    select
+        *,
+        cast($port_radius_nm as double) / 60 as lat_span,
+        least(cast($port_radius_nm as double) / 60
+              / cos(radians(least(abs(port_lat) + cast($port_radius_nm as double) / 60, 89.9))), 180) as lon_span
+    from port_table
+),
+
+-- every 0.1-degree cell a port's radius can reach (cell = floor(degrees / 0.1))
+port_lat_cells as (
+    select
+        *,
+        unnest(range(cast(floor((port_lat - lat_span) / 0.1) as bigint), cast(floor((port_lat + lat_span) / 0.1) as bigint) + 1)) as lat_idx
+    from port_extent
+),
+
+port_cells as (
+    select distinct
+        port_name, locode, port_lat, port_lon, lat_idx,
+        -- 3600 longitude cells round the globe: index modulo 3600 joins cells across the antimeridian
+        ((lon_idx % 3600) + 3600) % 3600 as lon_idx
+    from (
+        select
+            *,
+            unnest(range(cast(floor((port_lon - lon_span) / 0.1) as bigint), cast(floor((port_lon + lon_span) / 0.1) as bigint) + 1)) as lon_idx
+        from port_lat_cells
+    )
+),
+
 stopped as (
     select
         *,
@@ -22,17 +59,17 @@ stopped as (
     from positions
 ),
 
--- bounding-box prefilter (1 degree of latitude = 60 nm) before the exact haversine distance
 near_port as (
     select
         s.mmsi, s.ts, p.locode, p.port_name,
         haversine_nm(p.port_lat, p.port_lon, s.lat, s.lon) as distance_nm
     from stopped s
-    join port_table p
-      on s.lat between p.port_lat - cast($port_radius_nm as double) / 60 and p.port_lat + cast($port_radius_nm as double) / 60
-     and abs(s.lon - p.port_lon) * cos(radians(p.port_lat)) <= cast($port_radius_nm as double) / 60
+    join port_cells p
+      on p.lat_idx = cast(floor(s.lat / 0.1) as bigint)
+     and p.lon_idx = ((cast(floor(s.lon / 0.1) as bigint) % 3600) + 3600) % 3600
 ),
 
+-- the nearest port within the radius (ties: the smaller locode)
 nearest_port as (
     select mmsi, ts, locode, port_name, distance_nm
     from near_port
@@ -44,9 +81,7 @@ states as (
     select
         s.*,
         n.locode,
-        n.port_name,
-        min(s.ts) over (partition by s.mmsi) as vessel_first_seen,
-        max(s.ts) over (partition by s.mmsi) as vessel_last_seen
+        n.port_name
     from stopped s
     left join nearest_port n using (mmsi, ts)
 ),
@@ -72,22 +107,30 @@ calls as (
         sum(case when nav_status = 1 then 1 else 0 end) as n_anchored,
         max(vessel_name) as vessel_name,
         max(vessel_type) as vessel_type,
-        min(ts) = any_value(vessel_first_seen) as arrival_before_data,
-        max(ts) = any_value(vessel_last_seen) as departure_after_data,
-        md5(string_agg(row_hash, ',' order by ts, row_hash)) as source_hash
+        -- provenance: an order-free hash of the source rows (xor of their md5s; no sort, no string building)
+        format('{:032x}', bit_xor(md5_number(row_hash))) as source_hash
     from islands
     where locode is not null and is_stopped
     group by mmsi, island
 ),
 
+-- first and last report of each vessel (an aggregate, cheaper than a window over every report)
+vessel_span as (
+    select mmsi, min(ts) as first_seen, max(ts) as last_seen from positions group by mmsi
+),
+
 final as (
     select
-        mmsi, locode, port_name, arrival, departure,
-        date_diff('second', arrival, departure) / 60.0 as dwell_minutes,
-        n_positions, n_anchored, vessel_name, vessel_type,
-        arrival_before_data, departure_after_data, source_hash
-    from calls
-    where date_diff('second', arrival, departure) / 60.0 >= cast($min_call_minutes as double)
+        c.mmsi, c.locode, c.port_name, c.arrival, c.departure,
+        date_diff('second', c.arrival, c.departure) / 60.0 as dwell_minutes,
+        c.n_positions, c.n_anchored, c.vessel_name, c.vessel_type,
+        -- the call may have begun before the data or gone on after it
+        c.arrival = v.first_seen as arrival_before_data,
+        c.departure = v.last_seen as departure_after_data,
+        c.source_hash
+    from calls c
+    join vessel_span v using (mmsi)
+    where date_diff('second', c.arrival, c.departure) / 60.0 >= cast($min_call_minutes as double)
 )
 
 select * from final

@@ -66,6 +66,15 @@ class SimulateConfig(Section):
     dirty_row_share: float = Field(0.01, ge=0, le=1, description="Rows given a not-available code (SOG 102.3, COG 360).")
     duplicate_row_share: float = Field(0.005, ge=0, le=1, description="Rows written twice, as real feeds do.")
     invalid_mmsi_vessels: int = Field(2, ge=0, description="Extra vessels reporting an invalid MMSI.")
+    # Planted ground truth for the facts of issue 4. Rates are per simulated day per 30 vessels
+    # (scaled with hours and fleet size; a rate > 0 plants at least one in a run of >= 24 h); 0 = off.
+    encounters_per_day: float = Field(3.0, ge=0, description="Close encounters planted per COLREG type (head-on, crossing, overtaking).")
+    loiters_per_day: float = Field(3.0, ge=0, description="Loitering episodes (slow drift at sea, clear of ports).")
+    loiter_minutes: tuple[float, float] = Field((75.0, 150.0), description="Length range of a planted loitering episode.")
+    identity_conflicts_per_day: float = Field(2.0, ge=0, description="Twin transmitters broadcasting a vessel's MMSI >= 20 nm away.")
+    identity_conflict_minutes: tuple[float, float] = Field((30.0, 120.0), description="Length range of an identity conflict.")
+    speed_anomalies_per_day: float = Field(3.0, ge=0, description="Transponder glitches: a few reports at 1.5-3x the type's max SOG.")
+    position_spikes_per_day: float = Field(3.0, ge=0, description="Single reports placed 30-60 nm off track (impossible jumps).")
 
 
 class StageConfig(Section):
@@ -86,7 +95,14 @@ class StageConfig(Section):
 
 
 class PortsConfig(Section):
-    path: Path | None = Field(None, description="Port table CSV (port_name,locode,lat,lon); default: the built-in US ports.")
+    path: Path | None = Field(
+        None,
+        description=(
+            "Port table, one of two formats told apart by the header: the project's CSV "
+            "(port_name,locode,lat,lon[,region]) or the NGA World Port Index CSV (UpdatedPub150.csv, plain or .gz; "
+            "locode = its UN/LOCODE, else WPI<index number>). Default: the built-in US ports."
+        ),
+    )
 
 
 class FactsConfig(Section):
@@ -95,6 +111,28 @@ class FactsConfig(Section):
     stopped_max_sog_kn: float = Field(0.5, ge=0, description="At or below this speed a vessel counts as stopped.")
     min_call_minutes: float = Field(30.0, ge=0, description="Shorter stops near a port are not port calls.")
     min_window_positions: int = Field(6, ge=2, description="Windows with fewer positions yield no movement fact.")
+    # simulator berths lie 0.2-0.8 nm from the port point, anchorages 1.5-2.5 nm
+    berth_radius_nm: float = Field(
+        1.0, gt=0, description="A stop within this distance of the port point is at a berth; farther (inside port_radius_nm) at anchorage."
+    )
+    gap_minutes: float = Field(
+        30.0, gt=0, description="Two reports of one vessel more than this apart are an AIS gap and end a track segment."
+    )
+    major_turn_deg: float = Field(
+        45.0, gt=0, lt=180, description="A COG change above this between consecutive moving reports is a major course change."
+    )
+    traffic_cell_deg: float = Field(
+        0.1, gt=0, le=10, description="Traffic grid cell size in degrees (cells keyed by floor(lat / size), floor(lon / size))."
+    )
+
+    @model_validator(mode="after")
+    def _berth_inside_port(self) -> "FactsConfig":
+        if self.berth_radius_nm >= self.port_radius_nm:
+            raise ValueError(
+                f"facts.berth_radius_nm ({self.berth_radius_nm:g}) must be below facts.port_radius_nm "
+                f"({self.port_radius_nm:g}): berths lie inside the port radius, anchorages between the two"
+            )
+        return self
 
 
 CATEGORIES = ("movement", "port_activity")  # question categories the AIS catalogue implements

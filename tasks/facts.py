@@ -1,37 +1,150 @@
 """Facts: run the fact queries in sql/ over the staged positions and write one parquet per query.
 
 Every answer in the dataset is one of these computed values; the teacher only writes words
-around it.
+around it. Each fact table also declares its grain (unique key), its required columns, accepted
+values and row rules; `check_fact_table` turns those into SQL assertions (run by the tests).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import pandas as pd
 from prefect import task
 
 from tasks.config import FactsConfig
 from tasks.ports import load_ports
 from tasks.sqlfiles import create_table_from_sql, sql_digest
 
-# fact query name -> the config values it is run with (as bound $parameters)
-FACT_QUERIES = ("vessel_movement", "port_calls")
+# fact queries in run order: port_stays, voyages and busiest_ports read table fact_port_calls
+FACT_QUERIES = (
+    "vessel_movement", "port_calls", "port_stays", "voyages", "track_segments", "ais_gaps", "traffic_density",
+    "busiest_ports",
+)
 
 
 def fact_params(name: str, cfg: FactsConfig) -> dict[str, Any]:
+    """The config values a fact query runs with, as bound $parameters."""
     if name == "vessel_movement":
-        return {"window_minutes": cfg.window_minutes, "min_positions": cfg.min_window_positions}
+        return {
+            "window_minutes": cfg.window_minutes, "min_positions": cfg.min_window_positions,
+            "stopped_max_sog_kn": cfg.stopped_max_sog_kn, "port_radius_nm": cfg.port_radius_nm,
+            "berth_radius_nm": cfg.berth_radius_nm, "major_turn_deg": cfg.major_turn_deg,
+        }
     if name == "port_calls":
         return {
             "port_radius_nm": cfg.port_radius_nm,
             "stopped_max_sog_kn": cfg.stopped_max_sog_kn,
             "min_call_minutes": cfg.min_call_minutes,
         }
+    if name == "port_stays":
+        return {"stopped_max_sog_kn": cfg.stopped_max_sog_kn, "berth_radius_nm": cfg.berth_radius_nm}
+    if name == "voyages":
+        return {"gap_minutes": cfg.gap_minutes, "port_radius_nm": cfg.port_radius_nm}
+    if name in ("track_segments", "ais_gaps"):
+        return {"gap_minutes": cfg.gap_minutes}
+    if name == "traffic_density":
+        return {"cell_deg": cfg.traffic_cell_deg}
+    if name == "busiest_ports":
+        return {}
     raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class FactSchema:
+    """What must hold for every row of a fact table (dbt-style column tests)."""
+
+    key: tuple[str, ...]                                   # unique together (NULL counts as a value)
+    not_null: tuple[str, ...]
+    accepted: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # column -> allowed values (NULL allowed)
+    rules: tuple[str, ...] = ()                            # SQL conditions every row meets
+
+
+FACT_SCHEMAS: dict[str, FactSchema] = {
+    "vessel_movement": FactSchema(
+        key=("mmsi", "window_start"),
+        not_null=("mmsi", "window_start", "window_end", "n_positions", "first_seen", "last_seen", "mean_sog_kn",
+                  "max_sog_kn", "distance_nm", "minutes_underway", "minutes_moored", "minutes_anchored",
+                  "major_course_changes", "source_hash"),
+        rules=("first_seen >= window_start and last_seen < window_end", "max_sog_kn >= mean_sog_kn - 1e-9",
+               "distance_nm >= 0", "major_course_changes >= 0",
+               "minutes_underway + minutes_moored + minutes_anchored <= date_diff('second', first_seen, last_seen) / 60.0 + 1e-6"),
+    ),
+    "port_calls": FactSchema(
+        key=("mmsi", "arrival"),
+        not_null=("mmsi", "locode", "port_name", "arrival", "departure", "dwell_minutes", "n_positions",
+                  "arrival_before_data", "departure_after_data", "source_hash"),
+        rules=("departure >= arrival", "dwell_minutes >= 0"),
+    ),
+    "port_stays": FactSchema(
+        key=("mmsi", "start"),
+        not_null=("mmsi", "locode", "kind", "start", "end", "minutes", "n_positions", "call_arrival", "truncated",
+                  "source_hash"),
+        accepted={"kind": ("anchorage", "berth")},
+        rules=('"end" >= "start"', '"start" >= call_arrival'),
+    ),
+    "voyages": FactSchema(
+        key=("mmsi", "departure"),
+        not_null=("mmsi", "departure", "arrival", "duration_minutes", "distance_nm", "n_positions", "n_segments",
+                  "truncated", "source_hash"),
+        rules=("arrival > departure", "truncated or (from_locode is not null and to_locode is not null)",
+               "from_locode is not null or to_locode is not null", "n_segments >= 1"),
+    ),
+    "track_segments": FactSchema(
+        key=("mmsi", "segment_no"),
+        not_null=("mmsi", "segment_no", "start", "end", "n_positions", "distance_nm", "start_lat", "start_lon",
+                  "end_lat", "end_lon", "starts_with_data", "ends_with_data", "source_hash"),
+        rules=('"end" >= "start"', "segment_no = 1 or gap_before_minutes is not null"),
+    ),
+    "ais_gaps": FactSchema(
+        key=("mmsi", "gap_start"),
+        not_null=("mmsi", "gap_start", "gap_end", "minutes", "start_lat", "start_lon", "end_lat", "end_lon",
+                  "distance_nm", "source_hash"),
+        rules=("gap_end > gap_start", "minutes > 0"),
+    ),
+    "traffic_density": FactSchema(
+        key=("hour", "cell_lat_idx", "cell_lon_idx", "vessel_type_code"),
+        not_null=("hour", "cell_lat_idx", "cell_lon_idx", "vessels", "n_reports", "cell_area_nm2", "density_per_nm2"),
+        rules=("vessels >= 1 and vessels <= n_reports", "cell_area_nm2 > 0",
+               # the AIS ship-type field is 8 bits; 100-255 are reserved codes that real feeds still carry
+               "vessel_type_code is null or vessel_type_code between 1 and 255", "hour = date_trunc('hour', hour)"),
+    ),
+    "busiest_ports": FactSchema(
+        key=("day", "locode"),
+        not_null=("day", "locode", "port_name", "vessels", "calls", "vessel_minutes", "rank"),
+        rules=("vessels >= 1 and calls >= vessels", "rank >= 1", "vessel_minutes >= 0"),
+    ),
+}
+
+
+def check_fact_table(con: duckdb.DuckDBPyConnection, name: str, table: str | None = None) -> list[str]:
+    """SQL assertions for one fact table: [] when its schema holds, else one line per violation."""
+    schema, table = FACT_SCHEMAS[name], table or f"fact_{name}"
+    quoted = lambda columns: ", ".join(f'"{c}"' for c in columns)  # noqa: E731
+    problems = []
+    duplicates = con.execute(
+        f'select count(*) from (select {quoted(schema.key)} from "{table}" group by all having count(*) > 1)'
+    ).fetchall()[0][0]
+    if duplicates:
+        problems.append(f"{table}: {duplicates} key(s) ({', '.join(schema.key)}) occur more than once")
+    for column in schema.not_null:
+        nulls = con.execute(f'select count(*) from "{table}" where "{column}" is null').fetchall()[0][0]
+        if nulls:
+            problems.append(f"{table}.{column}: {nulls} NULL value(s)")
+    for column, values in schema.accepted.items():
+        bad = con.execute(
+            f'select count(*) from "{table}" where "{column}" is not null and not list_contains($v, "{column}")',
+            {"v": list(values)},
+        ).fetchall()[0][0]
+        if bad:
+            problems.append(f"{table}.{column}: {bad} value(s) outside {list(values)}")
+    for rule in schema.rules:
+        broken = con.execute(f'select count(*) from "{table}" where not coalesce(({rule}), false)').fetchall()[0][0]
+        if broken:
+            problems.append(f"{table}: {broken} row(s) break `{rule}`")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -40,6 +153,17 @@ class FactsResult:
     counts: dict[str, int]
     params: dict[str, dict[str, Any]]
     digests: dict[str, str]
+
+
+def _ensure_flagged_table(con: duckdb.DuckDBPyConnection) -> None:
+    """Gaps and traffic also read the reports staging flagged (stg_flagged_positions); a database
+    staged without that table gets an empty one, so they read the kept reports alone."""
+    tables = {t for (t,) in con.execute("select table_name from information_schema.tables").fetchall()}
+    if "stg_flagged_positions" not in tables and "stg_ais_positions" in tables:
+        con.execute(
+            "create table stg_flagged_positions as "
+            "select *, cast(null as varchar) as reject_reason from stg_ais_positions limit 0"
+        )
 
 
 def compute_facts(db_path: Path, ports_path: Path | None, cfg: FactsConfig, out_dir: Path) -> FactsResult:
@@ -52,6 +176,7 @@ def compute_facts(db_path: Path, ports_path: Path | None, cfg: FactsConfig, out_
         con.register("port_table_df", port_table)
         con.execute("create or replace table ports as select * from port_table_df")
         con.unregister("port_table_df")
+        _ensure_flagged_table(con)
         for name in FACT_QUERIES:
             params[name] = fact_params(name, cfg)
             counts[name] = create_table_from_sql(con, f"fact_{name}", name, params[name])

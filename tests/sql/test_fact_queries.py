@@ -16,10 +16,10 @@ PORT = ("Test Harbour", "USTST", 33.7000, -118.2000)
 def _positions(con, rows):
     con.execute(
         "create table stg_ais_positions (mmsi bigint, ts timestamp, lat double, lon double, sog_kn double, "
-        "nav_status integer, vessel_name varchar, vessel_type integer, row_hash varchar)"
+        "nav_status integer, vessel_name varchar, vessel_type integer, row_hash varchar, cog_deg double)"
     )
-    con.executemany("insert into stg_ais_positions values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(*r, "SHIP", 70, f"h{i}") for i, r in enumerate(rows)])
+    con.executemany("insert into stg_ais_positions values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(*r, "SHIP", 70, f"h{i}", None) for i, r in enumerate(rows)])
     con.execute("create table ports (port_name varchar, locode varchar, lat double, lon double)")
     con.execute("insert into ports values (?, ?, ?, ?)", PORT)
 
@@ -28,7 +28,7 @@ def test_movement_distance_is_haversine_in_nautical_miles():
     con = duckdb.connect()
     # due north along a meridian: 0.1 degree of latitude = 6.00404 nm with R = 3440.065 nm
     _positions(con, [(366000001, T0 + timedelta(minutes=10 * i), 33.0 + 0.1 * i, -118.0, 12.0 + i, 0) for i in range(6)])
-    out = run_sql(con, "vessel_movement", {"window_minutes": 60, "min_positions": 2}).df()
+    out = run_sql(con, "vessel_movement", {"window_minutes": 60, "min_positions": 2, "stopped_max_sog_kn": 0.5, "port_radius_nm": 3.0, "berth_radius_nm": 1.0, "major_turn_deg": 45.0}).df()
     assert len(out) == 1
     row = out.iloc[0]
     assert row.n_positions == 6 and row.distance_nm == pytest.approx(5 * 6.00404, abs=0.001)
@@ -40,7 +40,7 @@ def test_movement_windows_split_and_skip_sparse_windows():
     con = duckdb.connect()
     rows = [(366000001, T0 + timedelta(minutes=5 * i), 33.0, -118.0 + 0.01 * i, 10.0, 0) for i in range(14)]  # 06:00-07:05
     _positions(con, rows)
-    out = run_sql(con, "vessel_movement", {"window_minutes": 60, "min_positions": 3}).df()
+    out = run_sql(con, "vessel_movement", {"window_minutes": 60, "min_positions": 3, "stopped_max_sog_kn": 0.5, "port_radius_nm": 3.0, "berth_radius_nm": 1.0, "major_turn_deg": 45.0}).df()
     assert list(out["n_positions"]) == [12]  # the 07:00 window has 2 reports: no fact
 
 
