@@ -124,6 +124,21 @@ class FactsConfig(Section):
     traffic_cell_deg: float = Field(
         0.1, gt=0, le=10, description="Traffic grid cell size in degrees (cells keyed by floor(lat / size), floor(lon / size))."
     )
+    loiter_max_sog_kn: float = Field(3.0, ge=0, description="Loitering: reports at or below this SOG (knots), clear of every port, can form a loiter.")
+    loiter_min_minutes: float = Field(60.0, gt=0, description="Loitering: a run must last at least this long.")
+    loiter_radius_nm: float = Field(1.0, gt=0, description="Loitering: every report of the run lies within this distance of its mean position.")
+    identity_max_speed_kn: float = Field(
+        60.0, gt=0, description="Identity conflict: a step between consecutive reports of one MMSI faster than this is a switch of transmitter."
+    )
+    identity_min_separation_nm: float = Field(10.0, gt=0, description="Identity conflict: a switch is also at least this far (GPS noise never counts).")
+    identity_gap_minutes: float = Field(30.0, gt=0, description="Identity conflict: switches further apart than this start a new episode.")
+    identity_min_reports: int = Field(3, ge=2, description="Identity conflict: fewest reports from the second transmitter.")
+    encounter_min_sog_kn: float = Field(2.0, ge=0, description="Close encounter: both vessels at least this fast (knots).")
+    encounter_bucket_minutes: int = Field(
+        10, ge=1, le=60, description="Close encounter: time bucket; each vessel's first underway report in it is used."
+    )
+    encounter_cpa_nm: float = Field(0.5, gt=0, description="Close encounter: closest point of approach at most this (nm).")
+    encounter_tcpa_minutes: float = Field(20.0, gt=0, description="Close encounter: CPA reached within this time.")
 
     @model_validator(mode="after")
     def _berth_inside_port(self) -> "FactsConfig":

@@ -15,14 +15,15 @@ import duckdb
 from prefect import task
 
 from tasks.config import FactsConfig
+from tasks.anomalies import load_reference_tables
 from tasks.ports import load_ports
 from tasks.sqlfiles import create_table_from_sql, sql_digest
 
 # fact queries in run order: port_stays, voyages and busiest_ports read table fact_port_calls
 FACT_QUERIES = (
     "vessel_movement", "port_calls", "port_stays", "voyages", "track_segments", "ais_gaps", "traffic_density",
-    "busiest_ports",
-)
+    "busiest_ports", "identity_conflicts", "anomaly_jumps", "loitering", "speed_anomalies", "close_encounters",
+)  # anomaly_jumps reads fact_identity_conflicts (jumps inside a conflict are the conflict)
 
 
 def fact_params(name: str, cfg: FactsConfig) -> dict[str, Any]:
@@ -47,8 +48,17 @@ def fact_params(name: str, cfg: FactsConfig) -> dict[str, Any]:
         return {"gap_minutes": cfg.gap_minutes}
     if name == "traffic_density":
         return {"cell_deg": cfg.traffic_cell_deg}
-    if name == "busiest_ports":
+    if name in ("busiest_ports", "anomaly_jumps", "speed_anomalies"):
         return {}
+    if name == "identity_conflicts":
+        return {"identity_max_speed_kn": cfg.identity_max_speed_kn, "identity_min_separation_nm": cfg.identity_min_separation_nm,
+                "identity_gap_minutes": cfg.identity_gap_minutes, "identity_min_reports": cfg.identity_min_reports}
+    if name == "loitering":
+        return {"port_radius_nm": cfg.port_radius_nm, "loiter_max_sog_kn": cfg.loiter_max_sog_kn,
+                "loiter_min_minutes": cfg.loiter_min_minutes, "loiter_radius_nm": cfg.loiter_radius_nm}
+    if name == "close_encounters":
+        return {"encounter_min_sog_kn": cfg.encounter_min_sog_kn, "encounter_bucket_minutes": cfg.encounter_bucket_minutes,
+                "encounter_cpa_nm": cfg.encounter_cpa_nm, "encounter_tcpa_minutes": cfg.encounter_tcpa_minutes}
     raise KeyError(name)
 
 
@@ -116,6 +126,42 @@ FACT_SCHEMAS: dict[str, FactSchema] = {
         not_null=("day", "locode", "port_name", "vessels", "calls", "vessel_minutes", "rank"),
         rules=("vessels >= 1 and calls >= vessels", "rank >= 1", "vessel_minutes >= 0"),
     ),
+    # rules that name a threshold hold for FactsConfig's defaults (the tests run with those)
+    "identity_conflicts": FactSchema(
+        key=("mmsi", "start"),
+        not_null=("mmsi", "start", "end", "lat_a", "lon_a", "lat_b", "lon_b", "n_reports", "n_reports_b",
+                  "separation_nm", "minutes"),
+        rules=('"end" >= "start"', "n_reports > n_reports_b", "n_reports_b >= 3", "separation_nm >= 10"),
+    ),
+    "anomaly_jumps": FactSchema(
+        key=("mmsi", "ts"),
+        not_null=("mmsi", "ts", "lat", "lon", "source_hash"),
+        rules=("knots_from_previous is null or knots_from_previous >= 0", "off_track_nm is null or off_track_nm >= 0",
+               "prev_ts is null or prev_ts < ts", "next_ts is null or next_ts > ts"),
+    ),
+    "loitering": FactSchema(
+        key=("mmsi", "start"),
+        not_null=("mmsi", "start", "end", "center_lat", "center_lon", "max_radius_nm", "n_reports", "minutes",
+                  "mean_sog_kn", "source_hash"),
+        rules=("minutes >= 60", "max_radius_nm <= 1.0", "mean_sog_kn <= 3.0", "n_reports >= 2"),
+    ),
+    "speed_anomalies": FactSchema(
+        key=("mmsi", "start"),
+        not_null=("mmsi", "vessel_type_code", "type_name", "start", "end", "max_sog_kn", "limit_kn", "n_reports",
+                  "source_hash"),
+        rules=('"end" >= "start"', "max_sog_kn > limit_kn", "n_reports >= 1"),
+    ),
+    "close_encounters": FactSchema(
+        key=("mmsi_a", "mmsi_b", "first_bucket"),
+        not_null=("mmsi_a", "mmsi_b", "situation", "cpa_time", "cpa_nm", "tcpa_minutes", "bucket", "first_bucket",
+                  "last_bucket", "n_buckets", "detected_at", "range_nm", "bearing_deg", "relative_bearing_deg",
+                  "course_difference_deg", "cog_a_deg", "cog_b_deg", "sog_a_kn", "sog_b_kn", "source_hash"),
+        accepted={"situation": ("head_on", "crossing", "overtaking")},
+        rules=("mmsi_a < mmsi_b", "cpa_nm >= 0 and cpa_nm <= 0.5", "tcpa_minutes between 0 and 20",
+               "first_bucket <= bucket and bucket <= last_bucket", "n_buckets >= 1", "sog_a_kn >= 2 and sog_b_kn >= 2",
+               "abs(date_diff('millisecond', detected_at, cpa_time) / 60000.0 - tcpa_minutes) < 0.001",
+               "course_difference_deg between 0 and 180"),
+    ),
 }
 
 
@@ -177,6 +223,7 @@ def compute_facts(db_path: Path, ports_path: Path | None, cfg: FactsConfig, out_
         con.execute("create or replace table ports as select * from port_table_df")
         con.unregister("port_table_df")
         _ensure_flagged_table(con)
+        load_reference_tables(con)
         for name in FACT_QUERIES:
             params[name] = fact_params(name, cfg)
             counts[name] = create_table_from_sql(con, f"fact_{name}", name, params[name])

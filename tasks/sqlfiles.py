@@ -40,7 +40,9 @@ def connect(db_path: Path | str, memory_limit: str | None = None, **kwargs: Any)
 
 
 def load_macros(con: duckdb.DuckDBPyConnection) -> None:
+    """sql/macros.sql, then sql/macros_geo.sql (which builds on it)."""
     con.execute(sql_text("macros"))
+    con.execute(sql_text("macros_geo"))
 
 
 def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
