@@ -1,4 +1,9 @@
-"""Reference tables the anomaly fact queries join: plausible maximum SOG per AIS ship-type code.
+"""Reference tables the fact queries join: plausible maximum SOG per AIS ship-type code (and its
+name), and the flag state of each MMSI's MID.
+
+tasks/data/mid_flags.csv (mid,flag_country,flag_iso2): ITU Maritime Identification Digits
+201-775 (ITU-R M.585, Radio Regulations Appendix 43) and the state or area each is allocated to;
+sql/vessel_particulars.sql reads it as table mid_flags.
 
 tasks/data/vessel_type_max_speed.csv (type_from,type_to,type_name,max_sog_kn) lists inclusive
 ranges of AIS ship-type codes; sql/speed_anomalies.sql reads it as table vessel_type_max_speed.
@@ -16,6 +21,7 @@ import pandas as pd
 from tasks.errors import InputError
 
 VESSEL_TYPE_MAX_SPEED_CSV = Path(__file__).resolve().parent / "data" / "vessel_type_max_speed.csv"
+MID_FLAGS_CSV = Path(__file__).resolve().parent / "data" / "mid_flags.csv"
 MAX_SPEED_COLUMNS = ("type_from", "type_to", "type_name", "max_sog_kn")
 
 
@@ -57,7 +63,7 @@ def read_vessel_type_max_speed(path: Path | str = VESSEL_TYPE_MAX_SPEED_CSV) -> 
 
 
 def load_reference_tables(con: duckdb.DuckDBPyConnection, max_speed_path: Path | str = VESSEL_TYPE_MAX_SPEED_CSV) -> None:
-    """Create (or replace) table vessel_type_max_speed in the connection's database."""
+    """Create (or replace) tables vessel_type_max_speed and mid_flags in the connection's database."""
     table = read_vessel_type_max_speed(max_speed_path)
     con.register("vessel_type_max_speed_df", table)
     try:
@@ -69,3 +75,8 @@ def load_reference_tables(con: duckdb.DuckDBPyConnection, max_speed_path: Path |
         )
     finally:
         con.unregister("vessel_type_max_speed_df")
+    con.execute(
+        "create or replace table mid_flags as select cast(mid as integer) as mid, flag_country, flag_iso2 "
+        "from read_csv($p, header = true, columns = {'mid': 'INTEGER', 'flag_country': 'VARCHAR', 'flag_iso2': 'VARCHAR'})",
+        {"p": str(MID_FLAGS_CSV)},
+    )

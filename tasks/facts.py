@@ -22,8 +22,20 @@ from tasks.sqlfiles import create_table_from_sql, sql_digest
 # fact queries in run order: port_stays, voyages and busiest_ports read table fact_port_calls
 FACT_QUERIES = (
     "vessel_movement", "port_calls", "port_stays", "voyages", "track_segments", "ais_gaps", "traffic_density",
-    "busiest_ports", "identity_conflicts", "anomaly_jumps", "loitering", "speed_anomalies", "close_encounters",
-)  # anomaly_jumps reads fact_identity_conflicts (jumps inside a conflict are the conflict)
+    "busiest_ports", "identity_conflicts", "anomaly_jumps", "vessel_particulars", "loitering", "speed_anomalies",
+    "close_encounters",
+)  # anomaly_jumps and vessel_particulars read fact_identity_conflicts
+
+
+# the DESIGN.md question categories and the facts each is seeded from
+FACTS_BY_CATEGORY: dict[str, tuple[str, ...]] = {
+    "identity": ("vessel_particulars", "identity_conflicts"),
+    "movement": ("vessel_movement", "voyages", "track_segments"),
+    "port_activity": ("port_calls", "port_stays"),
+    "traffic": ("traffic_density", "busiest_ports"),
+    "anomalies": ("ais_gaps", "anomaly_jumps", "loitering", "speed_anomalies", "identity_conflicts"),
+    "safety": ("close_encounters",),
+}
 
 
 def fact_params(name: str, cfg: FactsConfig) -> dict[str, Any]:
@@ -48,7 +60,7 @@ def fact_params(name: str, cfg: FactsConfig) -> dict[str, Any]:
         return {"gap_minutes": cfg.gap_minutes}
     if name == "traffic_density":
         return {"cell_deg": cfg.traffic_cell_deg}
-    if name in ("busiest_ports", "anomaly_jumps", "speed_anomalies"):
+    if name in ("busiest_ports", "anomaly_jumps", "speed_anomalies", "vessel_particulars"):
         return {}
     if name == "identity_conflicts":
         return {"identity_max_speed_kn": cfg.identity_max_speed_kn, "identity_min_separation_nm": cfg.identity_min_separation_nm,
@@ -138,6 +150,14 @@ FACT_SCHEMAS: dict[str, FactSchema] = {
         not_null=("mmsi", "ts", "lat", "lon", "source_hash"),
         rules=("knots_from_previous is null or knots_from_previous >= 0", "off_track_nm is null or off_track_nm >= 0",
                "prev_ts is null or prev_ts < ts", "next_ts is null or next_ts > ts"),
+    ),
+    "vessel_particulars": FactSchema(
+        key=("mmsi",),
+        not_null=("mmsi", "mid", "n_names", "n_imos", "n_call_signs", "identity_conflicts", "n_positions", "first_seen",
+                  "last_seen", "source_hash"),
+        accepted={"transceiver_class": ("A", "B")},
+        rules=("mid between 201 and 775", "mid = mmsi // 1000000", "last_seen >= first_seen", "n_positions >= 1",
+               "length_m is null or length_m > 0"),
     ),
     "loitering": FactSchema(
         key=("mmsi", "start"),
