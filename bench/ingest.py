@@ -167,8 +167,10 @@ def peak_rss_mb() -> float:
 
 
 def tidewright_job(files: list[Path], run_dir: Path, memory_limit: str) -> dict:
-    from tasks.config import StageConfig
+    from tasks.config import FactsConfig, StageConfig
+    from tasks.facts import fact_params
     from tasks.ingest import ingest_files
+    from tasks.ports import load_ports
     from tasks.sqlfiles import connect, run_sql
     from tasks.stage import stage_positions
 
@@ -178,11 +180,16 @@ def tidewright_job(files: list[Path], run_dir: Path, memory_limit: str) -> dict:
     t1 = time.perf_counter()
     stage = stage_positions(db, run_dir / "staged", StageConfig(duckdb_memory_limit=memory_limit), store_dir=run_dir / "store")
     t2 = time.perf_counter()
+    params = fact_params("vessel_movement", FactsConfig(window_minutes=WINDOW_MINUTES, min_window_positions=MIN_POSITIONS))
     with connect(db, memory_limit) as con:
-        movement = run_sql(con, "vessel_movement", {"window_minutes": WINDOW_MINUTES, "min_positions": MIN_POSITIONS}).df()
+        # the movement fact tells moored from anchored by the distance to the nearest port
+        con.register("ports_df", load_ports(None)[["port_name", "locode", "lat", "lon"]])
+        con.execute("create or replace table ports as select * from ports_df")
+        movement = run_sql(con, "vessel_movement", params).df()
     t3 = time.perf_counter()
     return {
         "phases": {"ingest": t1 - t0, "clean": t2 - t1, "aggregate": t3 - t2},
+        "stage_steps": stage.seconds,
         "rows_in": ingest.rows,
         "kept": stage.kept,
         "rejected": stage.rejected,
@@ -311,6 +318,7 @@ def print_table(rows: int, files: int, tw: dict, pd_result: dict | None) -> None
             print("  ".join("-" * w for w in widths))
     rejected = ", ".join(f"{k} {v:,}" for k, v in tw["rejected"].items())
     print(f"tidewright quarantine: {rejected}; {tw['days']} day partitions")
+    print("tidewright clean / stage steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in tw["stage_steps"].items()))
     if pd_result:
         print(f"ratio (pandas s / tidewright s): {pd_result['total'] / tw['total']:.2f}")
     print()

@@ -45,12 +45,11 @@ typed as (
             coalesce("Length", chr(0)), coalesce("Width", chr(0)), coalesce("Draft", chr(0)), coalesce("Cargo", chr(0)),
             coalesce("TransceiverClass", chr(0)), coalesce("ROT", chr(0)), coalesce("Destination", chr(0))
         )) as row_hash,
-        -- the raw text, kept only for rows that fail below
-        {'MMSI': "MMSI", 'BaseDateTime': "BaseDateTime", 'LAT': "LAT", 'LON': "LON", 'SOG': "SOG", 'COG': "COG",
-         'Heading': "Heading", 'VesselName': "VesselName", 'IMO': "IMO", 'CallSign': "CallSign",
-         'VesselType': "VesselType", 'Status': "Status", 'Length': "Length", 'Width': "Width", 'Draft': "Draft",
-         'Cargo': "Cargo", 'TransceiverClass': "TransceiverClass", 'ROT': "ROT", 'Destination': "Destination",
-         'source_file': source_file} as raw
+        -- the raw text, carried through for the rows that fail below
+        "MMSI" as r_mmsi, "BaseDateTime" as r_ts, "LAT" as r_lat, "LON" as r_lon, "SOG" as r_sog, "COG" as r_cog,
+        "Heading" as r_heading, "VesselName" as r_name, "IMO" as r_imo, "CallSign" as r_call_sign,
+        "VesselType" as r_type, "Status" as r_status, "Length" as r_length, "Width" as r_width, "Draft" as r_draft,
+        "Cargo" as r_cargo, "TransceiverClass" as r_class, "ROT" as r_rot, "Destination" as r_destination
     from source
 ),
 
@@ -92,7 +91,12 @@ final as (
         source_file, mmsi_text, mmsi, ts, lat, lon, sog_kn, cog_deg, heading_deg, rot_deg_min,
         vessel_name, imo, call_sign, vessel_type, nav_status, length_m, width_m, draft_m, cargo,
         destination, transceiver_class, row_hash, invalid_reason,
-        case when invalid_reason is not null then to_json(raw)::varchar end as raw_payload
+        case when invalid_reason is not null then to_json({
+            'MMSI': r_mmsi, 'BaseDateTime': r_ts, 'LAT': r_lat, 'LON': r_lon, 'SOG': r_sog, 'COG': r_cog,
+            'Heading': r_heading, 'VesselName': r_name, 'IMO': r_imo, 'CallSign': r_call_sign, 'VesselType': r_type,
+            'Status': r_status, 'Length': r_length, 'Width': r_width, 'Draft': r_draft, 'Cargo': r_cargo,
+            'TransceiverClass': r_class, 'ROT': r_rot, 'Destination': r_destination, 'source_file': source_file
+        })::varchar end as raw_payload
     from flagged
 )
 

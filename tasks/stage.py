@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,49 +66,40 @@ class _Clock:
         self._last = now
 
 
-def _partition_file(folder: Path) -> Path:
-    """The one parquet file DuckDB wrote into a partition folder, renamed data.parquet."""
-    written = sorted(folder.glob("*.parquet"))
-    if len(written) != 1:
-        raise RuntimeError(f"expected one parquet file in {folder}, found {len(written)}")
-    target = folder / "data.parquet"
-    written[0].rename(target)
-    return target
-
-
 def write_day_partitions(con: duckdb.DuckDBPyConnection, store_dir: Path) -> tuple[list[str], list[str]]:
-    """Store the staged rows as store_dir/positions/date=D/data.parquet. Days the store does not
-    hold yet are written by one partitioned COPY (one scan of the staged table). A day it holds
+    """Store the staged rows as store_dir/positions/date=D/data.parquet. A day the store holds
     already is merged: a row already stored (same row_hash) is replaced, not added, so
     re-ingesting a day is idempotent and rows of that day from other files stay. Days not in this
-    ingest are not touched; every folder is swapped in whole (tasks.artifacts.replace_dir).
+    ingest are not touched; every folder is swapped in whole (tasks.artifacts.replace_dir). Days
+    are written side by side, one per DuckDB thread (DuckDB writes one parquet file on one thread).
     Returns (days written, days that already held rows and were merged)."""
     positions = Path(store_dir) / "positions"
     days = [str(d) for (d,) in con.execute("select distinct cast(ts as date) from stg_ais_positions order by 1").fetchall()]
     merged = [d for d in days if (positions / f"date={d}" / "data.parquet").exists()]
-    fresh = [d for d in days if d not in merged]
     pending = positions.with_name(f".positions.writing.{os.getpid()}")
     if pending.exists():
         shutil.rmtree(pending)
     pending.mkdir(parents=True)
-    if fresh:
-        con.execute(
-            "copy (select *, cast(ts as date) as date from stg_ais_positions where cast(ts as date) in "
-            "(select unnest($days::date[]))) to $out (format parquet, partition_by (date), filename_pattern 'data_{i}')",
-            {"days": fresh, "out": str(pending)},
-        )
-    for day in merged:
+
+    def write(day: str) -> None:
         folder = pending / f"date={day}"
         folder.mkdir()
-        new_rows = f"select * from stg_ais_positions where cast(ts as date) = date '{day}'"
-        query = (f"select * from ({new_rows}) union all by name "
-                 f"select * from read_parquet($old) where row_hash not in (select row_hash from ({new_rows}))")
-        con.execute(f"copy ({query}) to $out (format parquet)",
-                    {"old": str(positions / f"date={day}" / "data.parquet"), "out": str(folder / "data_0.parquet")})
+        # a range on ts, so DuckDB skips the row groups of other days
+        new_rows = (f"select * from stg_ais_positions where ts >= date '{day}' "
+                    f"and ts < date '{day}' + interval 1 day")
+        params = {"out": str(folder / "data.parquet")}
+        if day in merged:
+            new_rows = (f"select * from ({new_rows}) union all by name select * from read_parquet($old) "
+                        f"where row_hash not in (select row_hash from ({new_rows}))")
+            params["old"] = str(positions / f"date={day}" / "data.parquet")
+        with con.cursor() as cur:
+            cur.execute(f"copy ({new_rows}) to $out (format parquet)", params)
+
+    threads = int(con.execute("select current_setting('threads')").fetchall()[0][0])
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(days)))) as pool:
+        list(pool.map(write, days))
     for day in days:
-        folder = pending / f"date={day}"
-        _partition_file(folder)
-        replace_dir(folder, positions / f"date={day}")
+        replace_dir(pending / f"date={day}", positions / f"date={day}")
     shutil.rmtree(pending)
     return days, merged
 
