@@ -17,7 +17,10 @@ own seed and a start date shifted by one simulated span, so no vessel reports tw
 across files. The file list goes to `ingest_files`, which takes a list. Vessels per run come from
 a rows-per-vessel-week rate measured once on a small run. The CSVs are cached in
 <workdir>/data-<N>/ with a manifest.json; generating them is not timed. The row count reported is
-the exact number of data lines (duplicates the simulator plants included), at least N.
+the exact number of data lines (duplicates the simulator plants included), at least N. Beyond
+SIMULATED_ROWS_MAX rows the simulated files are reused with every BaseDateTime shifted to the
+following weeks (manifest.json records copy_of and shift_hours): the same fleet sailing the same
+tracks again, so vessels, days and the store grow as in real multi-week data.
 
 Jobs. Each job runs in a fresh Python subprocess of this file, so its peak memory is its own.
 Peak RSS is VmHWM from /proc/self/status, read by the child at its end: the kernel's high-water
@@ -26,17 +29,21 @@ DuckDB's buffer pool included. (`getrusage(RUSAGE_SELF).ru_maxrss`, the fallback
 not used first because Linux carries the parent's high-water mark into it across fork + exec.)
 Phase times are wall-clock and exclude imports; the table also shows wall time with imports.
 
-- tidewright: `ingest_files("noaa_csv", files, db, memory_limit=M)` (CSV -> DuckDB table raw_ais,
-  all text) -> `stage_positions(db, out, StageConfig(duckdb_memory_limit=M), store_dir=...)`
-  (sql/stg_ais_positions.sql: typing, not-available codes to NULL, invalid MMSI, position checks,
-  exact duplicates, conflicting positions, impossible jumps; quarantine with reasons and raw rows
-  as JSON; day-partitioned parquet store; positions.parquet and quarantine parquet) -> the
-  `vessel_movement` fact (sql/vessel_movement.sql, 60-minute windows, >= 6 positions) via
-  `tasks.sqlfiles.run_sql` on a fresh connection with the same memory limit, fetched as a
+- tidewright: `ingest_files("noaa_csv", files, db, memory_limit=M)` (raw_ais: a view over the CSV
+  files, read in place; sql/stg_typed.sql types every row in one parallel pass into table
+  typed_ais: not-available codes to NULL, invalid MMSI and position checks, md5 row_hash, raw
+  text kept for failing rows) -> `stage_positions(db, out, StageConfig(duckdb_memory_limit=M),
+  store_dir=...)` (sql/stg_track_rejects.sql: exact duplicates, conflicting positions,
+  impossible jumps; stg_ais_positions as a view; quarantine with reasons and payloads;
+  day-partitioned parquet store written one day per thread; the run's staged/positions/ hard
+  links) -> the `vessel_movement` fact (sql/vessel_movement.sql with FactsConfig's parameters,
+  60-minute windows, >= 6 positions; time underway / moored / anchored needs the port table)
+  via `tasks.sqlfiles.run_sql` on a fresh connection with the same memory limit, fetched as a
   DataFrame.
 - pandas: `pd.read_csv` (default C engine, typed columns) -> the same cleaning rules in plain
   pandas -> the same per-vessel hourly aggregation (count, mean/max SOG, haversine distance
-  between consecutive reports per vessel and window via groupby + shift), held in memory.
+  between consecutive reports per vessel and window via groupby + shift), held in memory. It
+  does not compute the movement fact's time per state or course changes.
 
 What pandas does not do, so the comparison favours pandas: it writes nothing (no database, no
 parquet store, no quarantine file), keeps no provenance (source_row, md5 row_hash per row, the
@@ -69,6 +76,9 @@ if str(REPO_ROOT) not in sys.path:
 DEFAULT_ROWS = 5_000_000
 DEFAULT_WORKDIR = Path("/tmp/tidewright-bench")
 CHUNK_ROWS = 2_500_000  # rows per simulator run: one run of this size peaks at about 1.5 GB
+# beyond this many rows the simulated weeks are reused, shifted to later weeks (simulating costs
+# about 20 s per million rows on 2 cores; copying a file with shifted times about 1 s)
+SIMULATED_ROWS_MAX = 10_000_000
 HOURS = 168.0  # one simulated week per run
 RATE_VESSELS = 200  # the small run that measures rows per vessel-week
 RATE_MARGIN = 1.03  # vessel counts vary in rows per week (the fleet mix is random)
@@ -113,6 +123,26 @@ def rows_per_vessel_week(workdir: Path) -> float:
     return rate
 
 
+def _shifted_copy(source: Path, target: Path, hours: float) -> None:
+    """source, every BaseDateTime moved `hours` later; every other field as written."""
+    import duckdb
+
+    from tasks.sources.raw import NOAA_COLUMNS
+
+    columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in NOAA_COLUMNS) + "}"
+    select = ", ".join(
+        f"coalesce(strftime(try_strptime(\"BaseDateTime\", '%Y-%m-%dT%H:%M:%S') + to_seconds({int(hours * 3600)}), "
+        f"'%Y-%m-%dT%H:%M:%S'), \"BaseDateTime\") as \"BaseDateTime\"" if c == "BaseDateTime" else f'"{c}"'
+        for c in NOAA_COLUMNS
+    )
+    tmp = target.with_suffix(".tmp")
+    with duckdb.connect() as con:
+        con.execute("set preserve_insertion_order = true")
+        con.execute(f"copy (select {select} from read_csv($src, header = true, auto_detect = false, columns = {columns})) "
+                    "to $dst (format csv, header true)", {"src": str(source), "dst": str(tmp)})
+    os.replace(tmp, target)
+
+
 def make_data(rows: int, workdir: Path) -> tuple[list[Path], int, float]:
     """CSV files holding at least `rows` data lines; returns (files, exact rows, seconds spent)."""
     data_dir = workdir / f"data-{rows}"
@@ -129,8 +159,8 @@ def make_data(rows: int, workdir: Path) -> tuple[list[Path], int, float]:
     rate = rows_per_vessel_week(workdir)
     chunks: list[dict] = []
     total = 0
-    while total < rows:
-        missing = rows - total
+    while total < min(rows, SIMULATED_ROWS_MAX):
+        missing = min(rows, SIMULATED_ROWS_MAX) - total
         n = math.ceil(missing / CHUNK_ROWS)
         per_chunk = missing / n
         jobs = []
@@ -144,6 +174,16 @@ def make_data(rows: int, workdir: Path) -> tuple[list[Path], int, float]:
         chunks.extend(done)
         total = sum(c["rows"] for c in chunks)
         print(f"generated {total:,} rows in {len(chunks)} file(s) ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    simulated = list(chunks)
+    span_hours = HOURS * len(simulated)
+    while total < rows:  # later spans: the simulated weeks again, shifted in time
+        source = simulated[len(chunks) % len(simulated)]
+        shift = span_hours * (len(chunks) // len(simulated))
+        target = data_dir / f"part-{len(chunks):03d}.csv"
+        _shifted_copy(data_dir / source["file"], target, shift)
+        chunks.append({**source, "file": target.name, "copy_of": source["file"], "shift_hours": shift})
+        total += source["rows"]
+        print(f"tiled {total:,} rows in {len(chunks)} file(s) ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     manifest = {"rows": total, "requested": rows, "rows_per_vessel_week": rate, "chunks": chunks}
     tmp = manifest_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
@@ -330,6 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="CSV cache and run folders")
     parser.add_argument("--skip-pandas", action="store_true", help="time tidewright only (pandas needs the whole table in memory)")
     parser.add_argument("--memory-limit", default="2GB", help="DuckDB memory limit for ingest, staging and the aggregation")
+    parser.add_argument("--generate-only", action="store_true", help="make (or find) the CSV files and stop")
     parser.add_argument("--keep-run", action="store_true", help="keep the tidewright run folder (database, parquet) for inspection")
     parser.add_argument("--job", choices=("tidewright", "pandas"), help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
@@ -352,6 +393,8 @@ def main(argv: list[str] | None = None) -> None:
     files, rows, generate_s = make_data(args.rows, workdir)
     print(f"data: {rows:,} rows in {len(files)} file(s) under {files[0].parent} "
           f"({'generated in %.0f s' % generate_s if generate_s else 'cached'})", file=sys.stderr)  # fmt: skip
+    if args.generate_only:
+        return
 
     run_dir = workdir / f"run-{args.rows}"
     if run_dir.exists():

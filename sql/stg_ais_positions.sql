@@ -2,7 +2,7 @@
 -- that the track rules (stg_track_rejects, sql/stg_track_rejects.sql) did not reject.
 -- Column units are in tasks/stage.py STAGED_COLUMNS (written as column comments).
 with typed as (
-    select rowid + 1 as source_row, * exclude (mmsi_text, invalid_reason, raw_payload)
+    select rowid + 1 as source_row, * exclude (invalid_reason, raw_payload)
     from typed_ais
     where invalid_reason is null
 ),

@@ -12,7 +12,6 @@ with source as (
 typed as (
     select
         source_file,
-        trim("MMSI") as mmsi_text,
         -- some NOAA vintages write integer columns as 95.0
         coalesce(try_cast(trim("MMSI") as bigint), try_cast(try_cast(trim("MMSI") as double) as bigint)) as mmsi,
         coalesce(
@@ -88,7 +87,7 @@ flagged as (
 
 final as (
     select
-        source_file, mmsi_text, mmsi, ts, lat, lon, sog_kn, cog_deg, heading_deg, rot_deg_min,
+        source_file, mmsi, ts, lat, lon, sog_kn, cog_deg, heading_deg, rot_deg_min,
         vessel_name, imo, call_sign, vessel_type, nav_status, length_m, width_m, draft_m, cargo,
         destination, transceiver_class, row_hash, invalid_reason,
         case when invalid_reason is not null then to_json({

@@ -171,7 +171,7 @@ def stage_positions(db_path: Path, out_dir: Path, cfg: StageConfig | None = None
         con.execute(
             """
             create or replace table stg_flagged_positions as
-            select r.reject_reason, t.* exclude (mmsi_text, invalid_reason, raw_payload)
+            select r.reject_reason, t.* exclude (invalid_reason, raw_payload)
             from stg_track_rejects r
             join (select rowid + 1 as source_row, * from typed_ais) t using (source_row)
             where r.reject_reason in (select unnest($reasons::varchar[]))
@@ -184,13 +184,13 @@ def stage_positions(db_path: Path, out_dir: Path, cfg: StageConfig | None = None
             """
             create or replace table quarantine_positions as
             select 'stage' as stage, invalid_reason as reason, 'row:' || (rowid + 1) as record_id,
-                   mmsi_text as mmsi, raw_payload as payload
+                   trim(raw_payload ->> 'MMSI') as mmsi, raw_payload as payload
             from typed_ais
             where invalid_reason is not null
             union all
             select 'stage', r.reject_reason, 'row:' || r.source_row, cast(t.mmsi as varchar), to_json(t)::varchar
             from stg_track_rejects r
-            join (select rowid + 1 as source_row, * exclude (mmsi_text, invalid_reason, raw_payload) from typed_ais) t
+            join (select rowid + 1 as source_row, * exclude (invalid_reason, raw_payload) from typed_ais) t
               using (source_row)
             union all
             select stage, reason, record_id, mmsi, payload from ingest_rejects
