@@ -19,7 +19,8 @@ crowded as (
     where invalid_reason is null
 ),
 
--- exact duplicates: every copy of a raw row after the first one read
+-- exact duplicates: every copy of a raw row but one (copies are identical, so which one stays
+-- does not change what is staged)
 duplicates as (
     select source_row
     from crowded
@@ -52,7 +53,9 @@ neighbours as (
     from (select rowid + 1 as source_row, mmsi, ts, lat, lon from typed_ais where invalid_reason is null) v
     anti join duplicates using (source_row)
     anti join conflicts using (mmsi, ts)
-    window track as (partition by mmsi order by ts, source_row)
+    -- rows of one vessel, second and place are interchangeable for this rule: the result does not
+    -- depend on the order rows were read in
+    window track as (partition by mmsi order by ts, lat, lon)
 ),
 
 -- a spike: getting there from the previous report and on to the next both need an impossible speed

@@ -71,14 +71,12 @@ def _read(kind: str, path: Path, con: duckdb.DuckDBPyConnection) -> SourceResult
 
 
 def type_rows(con: duckdb.DuckDBPyConnection) -> int:
-    """raw_ais -> typed_ais (sql/stg_typed.sql), one row per raw row in the order read, so that
-    typed_ais's rowid + 1 numbers the rows (source_row). Returns the row count."""
-    order = con.execute("select current_setting('preserve_insertion_order')").fetchall()[0][0]
-    con.execute("set preserve_insertion_order = true")
-    try:
-        return create_table_from_sql(con, "typed_ais", "stg_typed")
-    finally:
-        con.execute(f"set preserve_insertion_order = {str(order).lower()}")
+    """raw_ais -> typed_ais (sql/stg_typed.sql), one row per raw row; typed_ais's rowid + 1 is
+    source_row. With a memory limit (tasks.sqlfiles.connect, the pipeline's way) DuckDB loads in
+    parallel without keeping insertion order, about 15 % cheaper: source_row is then a unique id
+    of the row within this ingest, not its position in the file (the raw payload and source_file
+    say where a rejected row came from). Returns the row count."""
+    return create_table_from_sql(con, "typed_ais", "stg_typed")
 
 
 def ingest_files(

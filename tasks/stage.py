@@ -19,7 +19,7 @@ from tasks.sqlfiles import connect, create_table_from_sql, sql_text
 
 # the staged schema, with units; written as column comments into the run's DuckDB file
 STAGED_COLUMNS = {
-    "source_row": "row number in the order this ingest read its rows, across its files (provenance)",
+    "source_row": "id of the row within this ingest, across its files (provenance; read order only when loaded single-threaded)",
     "source_file": "file the row came from (provenance)",
     "mmsi": "Maritime Mobile Service Identity, 9 digits, MID 201-775",
     "ts": "report time, UTC",
