@@ -62,7 +62,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.ingest import peak_rss_mb, rows_per_vessel_week  # noqa: E402
+from bench.ingest import peak_rss_mb, rows_per_vessel_week, run_script_job  # noqa: E402
 
 DEFAULT_WORKDIR = Path("/tmp/tidewright-bench")
 WEEK_VESSELS, WEEK_HOURS = 200, 168.0
@@ -324,14 +324,7 @@ def day_facts_job(run_dir: Path, ports_path: str | None) -> dict:
 
 def run_child(job: str, **kwargs) -> dict:
     """Run one job in a fresh interpreter; its last stdout line is the JSON result."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--job", job, "--job-args", json.dumps(kwargs, default=str)]
-    started = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
-    if done.returncode != 0:
-        raise SystemExit(f"{job} job failed (exit {done.returncode}); its error is above")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["wall_with_imports"] = time.perf_counter() - started
-    return result
+    return run_script_job(Path(__file__), job, ["--job-args", json.dumps(kwargs, default=str)])
 
 
 def _child(job: str, kwargs: dict) -> dict:

@@ -319,10 +319,10 @@ def pandas_job(files: list[Path]) -> dict:
     }
 
 
-def run_child(job: str, files: list[Path], run_dir: Path, memory_limit: str) -> dict:
-    """Run one job in a fresh interpreter; its last stdout line is the JSON result."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--job", job, "--run-dir", str(run_dir),
-               "--memory-limit", memory_limit, "--files", *map(str, files)]  # fmt: skip
+def run_script_job(script: Path, job: str, args: list[str]) -> dict:
+    """Run `script --job job *args` in a fresh interpreter (so its peak memory is its own); its last
+    stdout line is the JSON result, to which the wall time with imports is added."""
+    command = [sys.executable, str(Path(script).resolve()), "--job", job, *args]
     started = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
     if done.returncode != 0:
@@ -330,6 +330,11 @@ def run_child(job: str, files: list[Path], run_dir: Path, memory_limit: str) -> 
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["wall_with_imports"] = time.perf_counter() - started
     return result
+
+
+def run_child(job: str, files: list[Path], run_dir: Path, memory_limit: str) -> dict:
+    args = ["--run-dir", str(run_dir), "--memory-limit", memory_limit, "--files", *map(str, files)]
+    return run_script_job(Path(__file__), job, args)
 
 
 # --- report --------------------------------------------------------------------------------
