@@ -389,6 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK_VESSELS} vessels x {QUICK_HOURS:g} h scored, a {QUICK_DAY_ROWS:,}-row day timed")  # fmt: skip
     parser.add_argument("--skip-day", action="store_true", help="score the detectors only (part 1)")
+    parser.add_argument("--skip-week", action="store_true", help="time the day's facts only (part 2)")
     parser.add_argument("--day-rows", type=int, help=f"rows in the timed day (default {DAY_ROWS:,}; --quick {QUICK_DAY_ROWS:,})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="simulator seed of the scored week")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="data cache and run folders")
@@ -409,15 +410,17 @@ def main(argv: list[str] | None = None) -> None:
     vessels, hours = (QUICK_VESSELS, QUICK_HOURS) if args.quick else (WEEK_VESSELS, WEEK_HOURS)
     day_rows = args.day_rows or (QUICK_DAY_ROWS if args.quick else DAY_ROWS)
 
-    week_dir = workdir / f"facts-run-week-{vessels}v-seed{args.seed}"
-    shutil.rmtree(week_dir, ignore_errors=True)
-    week_dir.mkdir(parents=True)
-    week = run_child("week", workdir=workdir, run_dir=week_dir, vessels=vessels, hours=hours, seed=args.seed)
-    if not args.keep_run:
-        shutil.rmtree(week_dir)
-    print_week(week, vessels, hours, args.seed)
-    f1s = [s["f1"] for s in week["scores"].values()]
-    min_f1 = min(f1s) if f1s else float("nan")
+    min_f1 = float("nan")
+    if not args.skip_week:
+        week_dir = workdir / f"facts-run-week-{vessels}v-seed{args.seed}"
+        shutil.rmtree(week_dir, ignore_errors=True)
+        week_dir.mkdir(parents=True)
+        week = run_child("week", workdir=workdir, run_dir=week_dir, vessels=vessels, hours=hours, seed=args.seed)
+        if not args.keep_run:
+            shutil.rmtree(week_dir)
+        print_week(week, vessels, hours, args.seed)
+        f1s = [s["f1"] for s in week["scores"].values()]
+        min_f1 = min(f1s) if f1s else float("nan")
 
     day_seconds, rows = float("nan"), 0
     if not args.skip_day:
