@@ -26,12 +26,30 @@ with settings as (
             + 40.0 * (cast($encounter_tcpa_minutes as double) + cast($encounter_bucket_minutes as double)) / 60.0 as cell_nm
 ),
 
+-- the plausible maximum SOG per AIS ship-type code (table vessel_type_max_speed, ranges expanded)
+type_limits as (
+    select unnest(range(type_from, type_to + 1)) as vessel_type, max_sog_kn as limit_kn
+    from vessel_type_max_speed
+),
+
 -- underway: SOG at least the minimum and a known course (NULL SOG/COG cannot be dead-reckoned)
 underway as (
     select p.mmsi, p.ts, p.lat, p.lon, p.sog_kn, p.cog_deg, p.row_hash,
            time_bucket(to_minutes(s.bucket_minutes), p.ts) as bucket
-    from stg_ais_positions p, settings s
+    from stg_ais_positions p
+    cross join settings s
+    left join type_limits l on l.vessel_type = p.vessel_type
     where p.sog_kn >= s.min_sog_kn and p.cog_deg is not null
+      -- a SOG above the type's plausible maximum is a transponder glitch (speed_anomalies flags it):
+      -- never dead-reckoned; the vessel's next report in the bucket speaks for it
+      and (l.limit_kn is null or p.sog_kn <= l.limit_kn)
+),
+
+-- reports of vessels no longer underway (SOG below the minimum: slowed, anchored or moored)
+stopped as (
+    select p.mmsi, p.ts
+    from stg_ais_positions p, settings s
+    where p.sog_kn < s.min_sog_kn
 ),
 
 -- each vessel's first underway report in a bucket speaks for it there (two reports of one vessel
@@ -142,6 +160,7 @@ detections as (
         c.*,
         sqrt(pow(c.east_nm + c.rel_east_kn * c.tcpa_h, 2) + pow(c.north_nm + c.rel_north_kn * c.tcpa_h, 2)) as cpa_nm,
         c.tcpa_h * 60.0 as tcpa_minutes,
+        c.detected_at + to_milliseconds(cast(round(c.tcpa_h * 3600000.0) as bigint)) as cpa_time,
         sqrt(c.east_nm * c.east_nm + c.north_nm * c.north_nm) as range_nm,
         s.bucket_minutes, s.tcpa_max_minutes
     from cpa c, settings s
@@ -150,13 +169,31 @@ detections as (
       and sqrt(pow(c.east_nm + c.rel_east_kn * c.tcpa_h, 2) + pow(c.north_nm + c.rel_north_kn * c.tcpa_h, 2)) <= s.cpa_max_nm
 ),
 
+-- each vessel's first report after its dead-reckoned one that says it is no longer underway
+stops_a as (
+    select d.*, s.ts as stop_a
+    from detections d asof left join stopped s on s.mmsi = d.mmsi_a and s.ts > d.ts_a
+),
+
+stops_b as (
+    select d.*, s.ts as stop_b
+    from stops_a d asof left join stopped s on s.mmsi = d.mmsi_b and s.ts > d.ts_b
+),
+
+-- both still underway at the CPA: a CPA predicted for after either vessel has stopped is no
+-- close-quarters situation (vessels closing in a port just before they berth)
+underway_at_cpa as (
+    select * exclude (stop_a, stop_b)
+    from stops_b
+    where (stop_a is null or stop_a > cpa_time) and (stop_b is null or stop_b > cpa_time)
+),
+
 timed as (
     select
         *,
-        detected_at + to_milliseconds(cast(round(tcpa_h * 3600000.0) as bigint)) as cpa_time,
         lag(bucket) over pair_time as prev_bucket,
-        lag(detected_at + to_milliseconds(cast(round(tcpa_h * 3600000.0) as bigint))) over pair_time as prev_cpa_time
-    from detections
+        lag(cpa_time) over pair_time as prev_cpa_time
+    from underway_at_cpa
     window pair_time as (partition by mmsi_a, mmsi_b order by bucket)
 ),
 

@@ -191,7 +191,13 @@ def score_jumps(detected: pd.DataFrame, truth: pd.DataFrame, columns: dict[str, 
 
 
 def score_encounters(detected: pd.DataFrame, truth: pd.DataFrame, columns: dict[str, str] | None = None) -> Score:
-    """Close encounters: the unordered pair, equal situation, |cpa_time diff| <= ENCOUNTER_TOLERANCE."""
+    """Close encounters: the unordered pair, equal situation, |cpa_time diff| <= ENCOUNTER_TOLERANCE.
+
+    Truth rows the simulator marks `borderline` (noise decides whether the definition holds) are don't
+    care: left out of the truth count, and a detection matching one (any situation) is left out of the
+    detected count. A truth row marked `situation_borderline` accepts any situation. Matching prefers
+    firm truth rows, then the closest CPA time.
+    """
     needed = ["mmsi_a", "mmsi_b", "situation", "cpa_time"]
     detected, truth = _renamed(detected, columns, needed, "detected"), _renamed(truth, None, needed, "truth")
     sides = []
@@ -203,11 +209,19 @@ def score_encounters(detected: pd.DataFrame, truth: pd.DataFrame, columns: dict[
                  "cpa_time": _times(frame["cpa_time"]), tag: np.arange(len(frame))}
             )  # fmt: skip
         )
-    pairs = sides[0].merge(sides[1], on=["low", "high", "situation"], suffixes=("_d", "_t"))
+    borderline = _flags(truth["borderline"]).to_numpy() if "borderline" in truth.columns else np.zeros(len(truth), dtype=bool)
+    any_situation = borderline | (_flags(truth["situation_borderline"]).to_numpy() if "situation_borderline" in truth.columns else False)
+    pairs = sides[0].merge(sides[1], on=["low", "high"], suffixes=("_d", "_t"))
     gap = (pairs["cpa_time_d"] - pairs["cpa_time_t"]).abs()
-    pairs = pairs[gap <= ENCOUNTER_TOLERANCE]
-    matched = _match_one_to_one(pd.DataFrame({"d": pairs["d"], "t": pairs["t"], "cost": gap[pairs.index].dt.total_seconds()}))
-    return Score.from_counts(len(matched), len(detected), len(truth))
+    t = pairs["t"].to_numpy()
+    ok = (gap <= ENCOUNTER_TOLERANCE).to_numpy() & ((pairs["situation_d"] == pairs["situation_t"]).to_numpy() | any_situation[t])
+    pairs, gap = pairs[ok], gap[ok]
+    # firm truth first: a detection is spent on a borderline row only when no firm row wants it
+    cost = gap.dt.total_seconds() + np.where(borderline[pairs["t"].to_numpy()], 1e6, 0.0)
+    matched = _match_one_to_one(pd.DataFrame({"d": pairs["d"], "t": pairs["t"], "cost": cost}))
+    on_borderline = borderline[matched["t"].to_numpy()] if len(matched) else np.zeros(0, dtype=bool)
+    tp = int((~on_borderline).sum())
+    return Score.from_counts(tp, len(detected) - int(on_borderline.sum()), int((~borderline).sum()))
 
 
 TRAFFIC_KEYS = ["hour", "cell_lat_idx", "cell_lon_idx", "vessel_type_code", "vessels"]

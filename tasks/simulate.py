@@ -48,7 +48,7 @@ LOITERING_COLUMNS = ("mmsi", "start", "end", "center_lat", "center_lon")
 SPEED_ANOMALY_COLUMNS = ("mmsi", "vessel_type_code", "start", "end", "max_sog_kn")
 IDENTITY_CONFLICT_COLUMNS = ("mmsi", "start", "end", "lat_a", "lon_a", "lat_b", "lon_b")
 JUMP_COLUMNS = ("mmsi", "ts")
-ENCOUNTER_COLUMNS = ("mmsi_a", "mmsi_b", "situation", "cpa_time", "cpa_nm", "planted")
+ENCOUNTER_COLUMNS = ("mmsi_a", "mmsi_b", "situation", "cpa_time", "cpa_nm", "planted", "borderline", "situation_borderline")
 TRAFFIC_COLUMNS = ("hour", "cell_lat_idx", "cell_lon_idx", "vessel_type_code", "vessels")
 MOVEMENT_COLUMNS = (
     "mmsi", "window_start", "distance_nm", "minutes_underway", "minutes_moored", "minutes_anchored", "major_course_changes",
@@ -143,9 +143,18 @@ ENCOUNTER_REROUTE_S = 6 * 3600  # the partner's reroute starts at most this long
 ENCOUNTER_TRIES = 60
 ENCOUNTER_REACH_NM = 200.0  # partners are sought among vessels this close (as first planned) mid-reroute window
 OVERTAKE_MIN_SPEED_DIFF_KN = 4.0
-ENCOUNTER_COARSE_S = 300  # truth: candidate pairs on this grid, flagged instants on the fine one
-ENCOUNTER_FINE_S = 30
-ENCOUNTER_CANDIDATE_NM = 17.5  # 0.5 nm + 20 min at 44 kn closing + half a coarse step at 44 kn
+NM_PER_DEGREE = np.radians(1.0) * EARTH_RADIUS_NM  # the facts' flat projection (sql/macros_geo.sql)
+METERS_PER_NM = 1852.0
+# Encounter truth's borderline band. The detector sees the reported values, so a pair the definition
+# flags by less than their noise (GPS_NOISE_M per axis, SOG +-SOG_NOISE_KN, COG +-COG_NOISE_DEG, uniform:
+# standard deviation = half-width / sqrt(3)) is a coin toss for it. The band is NOISE_SIGMAS standard
+# deviations of the error of the predicted CPA (pair position error + velocity error x (lead + TCPA)),
+# of the TCPA (that error over the relative speed) and of the COLREG inputs; about 5 % of the noise
+# falls outside 2 sigma. A 12-knot pair 10 min from its CPA gets a CPA band of about +-0.07 nm.
+NOISE_SIGMAS = 2.0
+# A stop shows in the reports only at the first report after it (stopped class A / class B every 180 s
+# + jitter): a CPA up to that long after a vessel stopped can still be predicted from its reports.
+STOP_BAND_S = REPORT_INTERVAL_STOPPED_A_S + REPORT_JITTER_S
 KEY_SPAN_S, KEY_OFFSET_S = 10**9, 10**8  # (vessel, time) lookup key: vessel * span + time + offset
 TWIN_DISTANCE_NM = (30.0, 60.0)
 TWIN_MIN_SEPARATION_NM = 20.0
@@ -1316,6 +1325,14 @@ class _Kinematics:
         self.underway = (
             np.isin(phases["kind"], MOVING_PHASES) & (phases["speed"] >= ENCOUNTER_MIN_SOG_KN) & valid[phases["vessel"]]
         )
+        # when the vessel stops being under way (next phase below ENCOUNTER_MIN_SOG_KN: anchored,
+        # moored, loitering) per phase of a run of underway phases; inf when the run outlasts the plan
+        vessel, t1 = phases["vessel"], phases["t1"].astype(float)
+        goes_on = np.r_[(vessel[1:] == vessel[:-1]) & self.underway[1:] & self.underway[:-1], False]
+        last_of_vessel = np.r_[vessel[1:] != vessel[:-1], True]
+        end = np.where(last_of_vessel & self.underway, np.inf, t1)
+        run = np.cumsum(np.r_[True, ~goes_on[:-1]])  # phases joined by goes_on share a run number
+        self.until = pd.Series(end).groupby(run).transform("last").to_numpy()
 
     def index(self, vessel: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Phase index per (vessel, time); -1 where the vessel is not under way at >= ENCOUNTER_MIN_SOG_KN."""
@@ -1333,115 +1350,166 @@ class _Kinematics:
         return lat, lon, p["speed"][i], bearing_deg(lat, lon, p["lat1"][i], p["lon1"][i])
 
 
-def _flat_cpa(lat_a, lon_a, sog_a, cog_a, lat_b, lon_b, sog_b, cog_b):
-    """CPA (nm), TCPA (hours) and the bearing of b from a at the horizon, on a flat projection around the pair."""
+def _report_cpa(lat_a, lon_a, sog_a, cog_a, lead_a_h, lat_b, lon_b, sog_b, cog_b, lead_b_h):
+    """As sql/close_encounters.sql: each report dead-reckoned forward by its lead (hours) to the later
+    report time, then on a flat projection around the pair: CPA (nm), TCPA (hours, from the later report
+    time), the relative speed (kn) and the bearing of b from a when the approach entered the horizon."""
     cos_lat = np.cos(np.radians((lat_a + lat_b) / 2.0))
-    dx = ((lon_b - lon_a + 540.0) % 360.0 - 180.0) * 60.0 * cos_lat
-    dy = (lat_b - lat_a) * 60.0
-    wx = sog_b * np.sin(np.radians(cog_b)) - sog_a * np.sin(np.radians(cog_a))
-    wy = sog_b * np.cos(np.radians(cog_b)) - sog_a * np.cos(np.radians(cog_a))
+    va = np.stack([sog_a * np.sin(np.radians(cog_a)), sog_a * np.cos(np.radians(cog_a))])
+    vb = np.stack([sog_b * np.sin(np.radians(cog_b)), sog_b * np.cos(np.radians(cog_b))])
+    dx = ((lon_b - lon_a + 540.0) % 360.0 - 180.0) * NM_PER_DEGREE * cos_lat + vb[0] * lead_b_h - va[0] * lead_a_h
+    dy = (lat_b - lat_a) * NM_PER_DEGREE + vb[1] * lead_b_h - va[1] * lead_a_h
+    wx, wy = vb[0] - va[0], vb[1] - va[1]
     w2 = wx * wx + wy * wy
-    tcpa = np.where(w2 > 1e-9, -(dx * wx + dy * wy) / np.where(w2 > 1e-9, w2, 1.0), np.inf)
-    finite = np.where(np.isfinite(tcpa), tcpa, 0.0)
-    cpa = np.where(np.isfinite(tcpa), np.hypot(dx + wx * finite, dy + wy * finite), np.hypot(dx, dy))
-    # where b was relative to a at the horizon: offset at the CPA less the relative motion over the horizon
-    back = finite - ENCOUNTER_TCPA_MINUTES / 60.0
-    return cpa, tcpa, np.degrees(np.arctan2(dx + wx * back, dy + wy * back)) % 360.0
+    tcpa = np.where(w2 < 1e-12, 0.0, -(dx * wx + dy * wy) / np.where(w2 < 1e-12, 1.0, w2))  # no relative motion: CPA now
+    cpa = np.hypot(dx + wx * tcpa, dy + wy * tcpa)
+    back = tcpa - ENCOUNTER_TCPA_MINUTES / 60.0  # offset at the CPA less the relative motion over the horizon
+    return cpa, tcpa, np.sqrt(w2), np.degrees(np.arctan2(dx + wx * back, dy + wy * back)) % 360.0
+
+
+def _bucket_reports(rows, fleet: list[Vessel], kin: _Kinematics, start_epoch_s: int) -> pd.DataFrame:
+    """Each valid vessel's first usable report per time bucket while truly under way, with its noiseless
+    state: what the definition dead-reckons. Usable: staged, SOG and COG given, SOG not a glitch above the
+    type's maximum (the detector skips those, as speed_anomalies flags them)."""
+    code = np.array([v.type_code for v in fleet])[rows["vessel"]]
+    usable = _staged_mask(rows, fleet) & (rows["sog"] != SOG_NOT_AVAILABLE) & (rows["cog"] != COG_NOT_AVAILABLE)
+    usable &= ~(rows["sog"] > np.nan_to_num(type_max_sog(code), nan=np.inf))
+    vessel, t = rows["vessel"][usable], rows["t"][usable]
+    phase = kin.index(vessel, t)
+    vessel, t, phase = vessel[phase >= 0], t[phase >= 0], phase[phase >= 0]
+    bucket = (start_epoch_s + t) // (ENCOUNTER_BUCKET_MINUTES * 60)
+    order = np.lexsort((t, bucket, vessel))
+    vessel, t, phase, bucket = vessel[order], t[order], phase[order], bucket[order]
+    first = np.r_[True, (vessel[1:] != vessel[:-1]) | (bucket[1:] != bucket[:-1])]
+    vessel, t, phase, bucket = vessel[first], t[first], phase[first], bucket[first]
+    lat, lon, sog, cog = kin.state(phase, t.astype(float))
+    return pd.DataFrame({"vessel": vessel, "t": t, "bucket": bucket, "lat": lat, "lon": lon, "sog": sog, "cog": cog,
+                         "until": kin.until[phase]})  # fmt: skip
+
+
+def _bucket_pairs(reports: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (a, b) of reports in one bucket whose vessels can come within the CPA limit inside the
+    horizon: same or neighbouring cells of a grid as wide as the farthest two such vessels can be apart."""
+    if reports.empty:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    lat, lon, sog = (reports[c].to_numpy() for c in ("lat", "lon", "sog"))
+    reach_h = (ENCOUNTER_TCPA_MINUTES + ENCOUNTER_BUCKET_MINUTES) / 60.0  # a report may lead the other's by a bucket
+    cell_nm = ENCOUNTER_CPA_NM + 2.0 * sog.max() * reach_h
+    cell_deg_lat = cell_nm / NM_PER_DEGREE
+    cell_deg_lon = cell_deg_lat / max(np.cos(np.radians(min(np.abs(lat).max() + cell_deg_lat, 89.0))), 0.01)
+    cy, cx = np.floor(lat / cell_deg_lat).astype(np.int64), np.floor((lon + 180.0) / cell_deg_lon).astype(np.int64)
+    width, height = int(cx.max()) + 3, int(cy.max() - cy.min()) + 3  # longitudes near +-180 are few: no wrap needed here
+    bucket = reports["bucket"].to_numpy() - reports["bucket"].min()
+    cell = (bucket * height + (cy - cy.min() + 1)) * width + (cx + 1)
+    offsets = np.array([dy * width + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+    left = pd.DataFrame({"cell": cell, "a": np.arange(cell.size)})
+    right = pd.DataFrame({"cell": (cell[:, None] + offsets[None, :]).ravel(), "b": np.repeat(np.arange(cell.size), offsets.size)})
+    joined = left.merge(right, on="cell")
+    ia, ib = joined["a"].to_numpy(), joined["b"].to_numpy()
+    vessel = reports["vessel"].to_numpy()
+    keep = vessel[ia] < vessel[ib]
+    ia, ib = ia[keep], ib[keep]
+    near = distance_nm(lat[ia], lon[ia], lat[ib], lon[ib]) <= ENCOUNTER_CPA_NM + (sog[ia] + sog[ib]) * reach_h
+    return ia[near], ib[near]
+
+
+def _velocity_error_kn(sog) -> np.ndarray:
+    """One standard deviation of a reported velocity's error (kn): SOG noise along, COG noise across."""
+    return np.hypot(SOG_NOISE_KN / np.sqrt(3.0), np.asarray(sog) * np.radians(COG_NOISE_DEG / np.sqrt(3.0)))
+
+
+def _samples(reports: pd.DataFrame, ia: np.ndarray, ib: np.ndarray) -> pd.DataFrame:
+    """The definition at each paired bucket on the noiseless states, with the noise bands around its limits."""
+    r = {c: reports[c].to_numpy() for c in reports.columns}
+    t_a, t_b = r["t"][ia], r["t"][ib]
+    at = np.maximum(t_a, t_b)
+    lead_a, lead_b = (at - t_a) / 3600.0, (at - t_b) / 3600.0
+    cpa, tcpa, speed, bearing = _report_cpa(
+        r["lat"][ia], r["lon"][ia], r["sog"][ia], r["cog"][ia], lead_a, r["lat"][ib], r["lon"][ib], r["sog"][ib], r["cog"][ib], lead_b
+    )
+    cpa_s = at + tcpa * 3600.0
+    until = np.minimum(r["until"][ia], r["until"][ib])
+    # noise bands (NOISE_SIGMAS standard deviations): position error of the pair, plus the velocity errors
+    # carried over the dead-reckoning lead and out to the CPA
+    sigma_v_a, sigma_v_b = _velocity_error_kn(r["sog"][ia]), _velocity_error_kn(r["sog"][ib])
+    sigma_w = np.hypot(sigma_v_a, sigma_v_b)
+    sigma_pos = np.sqrt(2.0) * GPS_NOISE_M / METERS_PER_NM
+    cpa_band = NOISE_SIGMAS * (sigma_pos + sigma_v_a * lead_a + sigma_v_b * lead_b + sigma_w * np.abs(tcpa))
+    tcpa_band = NOISE_SIGMAS * (sigma_pos + sigma_w * np.abs(tcpa)) / np.maximum(speed, 1e-6)
+    horizon = ENCOUNTER_TCPA_MINUTES / 60.0
+    strict = (cpa <= ENCOUNTER_CPA_NM) & (tcpa >= 0) & (tcpa <= horizon) & (cpa_s < until)
+    loose = (cpa <= ENCOUNTER_CPA_NM + cpa_band) & (tcpa >= -tcpa_band) & (tcpa <= horizon + tcpa_band)
+    loose &= cpa_s < until + STOP_BAND_S
+    tight = (cpa <= ENCOUNTER_CPA_NM - cpa_band) & (tcpa >= tcpa_band) & (tcpa <= horizon - tcpa_band) & (cpa_s < until)
+    course_a, course_b = r["cog"][ia], r["cog"][ib]
+    situation = colreg_situation(course_a, course_b, bearing)
+    # the situation noise could change: COG +-COG_NOISE_DEG on each course, the horizon bearing by the
+    # relative velocity's error over the relative speed (a slow overtaking's bearing is the least sure)
+    bearing_band = np.degrees(np.arctan2(NOISE_SIGMAS * sigma_w, speed))
+    flips = np.zeros(cpa.size, dtype=bool)
+    for da in (-COG_NOISE_DEG, 0.0, COG_NOISE_DEG):
+        for db in (-COG_NOISE_DEG, 0.0, COG_NOISE_DEG):
+            for dbear in (-1.0, 0.0, 1.0):
+                flips |= colreg_situation(course_a + da, course_b + db, bearing + dbear * bearing_band) != situation
+    return pd.DataFrame({"a": r["vessel"][ia], "b": r["vessel"][ib], "bucket": r["bucket"][ia], "cpa": cpa, "cpa_band": cpa_band,
+                         "cpa_s": np.round(cpa_s).astype(np.int64), "situation": situation, "situation_flips": flips,
+                         "strict": strict, "loose": loose, "tight": tight})  # fmt: skip
+
+
+def _approach_numbers(frame: pd.DataFrame) -> np.ndarray:
+    """As the detector: a pair's flagged bucket continues its previous approach when it is the next bucket
+    or predicts a CPA within one bucket length of the previous one's."""
+    a, b, bucket, cpa_s = (frame[c].to_numpy() for c in ("a", "b", "bucket", "cpa_s"))
+    same_pair = np.r_[False, (a[1:] == a[:-1]) & (b[1:] == b[:-1])]
+    goes_on = same_pair & (
+        (np.diff(bucket, prepend=0) <= 1) | (np.abs(np.diff(cpa_s, prepend=0)) <= ENCOUNTER_BUCKET_MINUTES * 60)
+    )
+    return np.cumsum(~goes_on)
 
 
 def encounters_truth(phases, rows, fleet: list[Vessel], planted, span_s: int, start_epoch_s: int) -> pd.DataFrame:
     """Every approach meeting the contract's close-encounter definition on the noiseless tracks.
 
-    At each instant (sampled every ENCOUNTER_FINE_S) two valid vessels both under way at >=
-    ENCOUNTER_MIN_SOG_KN are flagged when the CPA predicted from their true positions, SOG and COG
-    is <= ENCOUNTER_CPA_NM with 0 <= TCPA <= ENCOUNTER_TCPA_MINUTES; flagged instants of a pair no
-    more than one bucket apart are one approach, which keeps the smallest CPA and its time (instant
-    + TCPA). Candidates come from a coarse
-    grid (every ENCOUNTER_COARSE_S) of pairs in the same or neighbouring cells of
-    ENCOUNTER_CANDIDATE_NM, the farthest apart two vessels flagged within half a coarse step can be.
-    Where both stay on one leg for that half step, the prediction is the same at every instant, so
-    the coarse sample decides which fine instants are flagged. The situation is that of the closest sample. Approaches the reports cannot show
-    (no bucket with a usable report of both vessels while flagged, e.g. one vessel in a gap) are left
-    out; planted ones are marked.
+    The definition applied to the vessels' real motion: in each time bucket, each valid vessel's first
+    usable report while truly under way at >= ENCOUNTER_MIN_SOG_KN speaks for it with its true position,
+    speed and course at that report's time; the earlier of a pair is dead-reckoned to the later, and the
+    pair is flagged when the CPA is <= ENCOUNTER_CPA_NM with 0 <= TCPA <= ENCOUNTER_TCPA_MINUTES and
+    both vessels are still under way at the CPA (a CPA predicted for after one has anchored, moored or
+    slowed below the minimum is no close-quarters situation). Flagged buckets of a pair merge into one
+    approach as in the detector; it keeps its smallest CPA, that sample's CPA time and COLREG situation.
+
+    Noise (GPS, SOG, COG) decides pairs near the limits, so each row says whether it is `borderline`:
+    no sample of it meets the definition with a margin of NOISE_SIGMAS standard deviations of the
+    reported values' error (CPA, TCPA and the stop time alike). Near misses that fail the definition
+    only within that margin are listed too, as borderline rows (a detector may report them or not).
+    `situation_borderline`: the COLREG rule could give another situation within the noise, or another
+    sample of the approach with a CPA within the noise band of the closest gives another situation.
     """
-    columns = ["vessel_a", "vessel_b", "situation", "cpa_s", "cpa_nm", "planted"]
+    columns = ["vessel_a", "vessel_b", "situation", "cpa_s", "cpa_nm", "planted", "borderline", "situation_borderline"]
     kin = _Kinematics(phases, fleet)
-    vessels = np.flatnonzero([v.valid_mmsi for v in fleet])
-    half = ENCOUNTER_COARSE_S // 2
-    coarse_t = np.arange(0, max(span_s, 1), ENCOUNTER_COARSE_S)
-    vessel = np.repeat(vessels, coarse_t.size)
-    t = np.tile(coarse_t, vessels.size)
-    now, before, after = kin.index(vessel, t), kin.index(vessel, t - half), kin.index(vessel, t + half)
-    keep = (now >= 0) | (before >= 0) | (after >= 0)
-    vessel, t, now, before, after = vessel[keep], t[keep], now[keep], before[keep], after[keep]
-    if vessel.size == 0:
+    reports = _bucket_reports(rows, fleet, kin, start_epoch_s)
+    ia, ib = _bucket_pairs(reports)
+    samples = _samples(reports, ia, ib)
+    samples = samples[samples["loose"]].sort_values(["a", "b", "bucket"], kind="stable").reset_index(drop=True)
+    if samples.empty:
         return pd.DataFrame(columns=columns)
-    anywhere = np.where(now >= 0, now, np.where(before >= 0, before, after))  # a phase the vessel is near, for its position
-    lat, lon, _, _ = kin.state(anywhere, np.clip(t, phases["t0"][anywhere], phases["t1"][anywhere]))
-    steady = (now >= 0) & (before == now) & (after == now)
-    cell_deg_lat = ENCOUNTER_CANDIDATE_NM / 60.0
-    cell_deg_lon = cell_deg_lat / max(np.cos(np.radians(np.abs(lat).max())), 0.01)
-    cy, cx = np.floor(lat / cell_deg_lat).astype(np.int64), np.floor(lon / cell_deg_lon).astype(np.int64)
-    width, height = int(cx.max() - cx.min()) + 3, int(cy.max() - cy.min()) + 3
-    cell = (t // ENCOUNTER_COARSE_S * height + (cy - cy.min() + 1)) * width + (cx - cx.min() + 1)
-    offsets = np.array([dy * width + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
-    # every sample against every sample in its own and the 8 neighbouring cells at the same instant
-    left = pd.DataFrame({"cell": cell, "a": np.arange(cell.size)})
-    right = pd.DataFrame({"cell": (cell[:, None] + offsets[None, :]).ravel(), "b": np.repeat(np.arange(cell.size), offsets.size)})
-    joined = left.merge(right, on="cell")
-    ia, ib = joined["a"].to_numpy(), joined["b"].to_numpy()
-    ia, ib = ia[vessel[ia] < vessel[ib]], ib[vessel[ia] < vessel[ib]]
-    near = distance_nm(lat[ia], lon[ia], lat[ib], lon[ib]) <= ENCOUNTER_CANDIDATE_NM
-    ia, ib = ia[near], ib[near]
-    candidates = pd.DataFrame(
-        {"v_a": vessel[ia], "v_b": vessel[ib], "t": t[ia], "i_a": now[ia], "i_b": now[ib], "steady_a": steady[ia], "steady_b": steady[ib]}
-    )
-    steps = np.arange(-half, half + 1, ENCOUNTER_FINE_S)
-    fine_a, fine_b, fine_t = [], [], []
-    # both on one leg all half step: the coarse prediction holds at each fine instant
-    both = candidates[candidates["steady_a"] & candidates["steady_b"]]
-    if len(both):
-        i_a, i_b, tc = both["i_a"].to_numpy(), both["i_b"].to_numpy(), both["t"].to_numpy()
-        cpa, tcpa, _ = _flat_cpa(*kin.state(i_a, tc), *kin.state(i_b, tc))
-        cpa_s = tc + np.where(np.isfinite(tcpa), tcpa, -1.0) * 3600.0
-        instants = tc[:, None] + steps[None, :]
-        hit = (cpa[:, None] <= ENCOUNTER_CPA_NM) & (instants <= cpa_s[:, None]) & (instants >= cpa_s[:, None] - ENCOUNTER_TCPA_MINUTES * 60)
-        rows_hit, cols_hit = np.nonzero(hit)
-        fine_a.append(both["v_a"].to_numpy()[rows_hit])
-        fine_b.append(both["v_b"].to_numpy()[rows_hit])
-        fine_t.append(instants[rows_hit, cols_hit])
-    # a vessel changes leg or gets under way within the half step: every fine instant is checked
-    other = candidates[~(candidates["steady_a"] & candidates["steady_b"])]
-    fine_a.append(np.repeat(other["v_a"].to_numpy(), steps.size))
-    fine_b.append(np.repeat(other["v_b"].to_numpy(), steps.size))
-    fine_t.append((other["t"].to_numpy()[:, None] + steps[None, :]).ravel())
-    fine = pd.DataFrame({"a": np.concatenate(fine_a), "b": np.concatenate(fine_b), "t": np.concatenate(fine_t)}).drop_duplicates()
-    fine = fine[(fine["t"] >= 0) & (fine["t"] < span_s)]
-    a, b, ft = (fine[k].to_numpy() for k in ("a", "b", "t"))
-    i_a, i_b = kin.index(a, ft), kin.index(b, ft)
-    moving = (i_a >= 0) & (i_b >= 0)
-    a, b, ft, i_a, i_b = a[moving], b[moving], ft[moving], i_a[moving], i_b[moving]
-    lat_a, lon_a, sog_a, cog_a = kin.state(i_a, ft)
-    lat_b, lon_b, sog_b, cog_b = kin.state(i_b, ft)
-    cpa, tcpa, bearing = _flat_cpa(lat_a, lon_a, sog_a, cog_a, lat_b, lon_b, sog_b, cog_b)
-    flagged = (cpa <= ENCOUNTER_CPA_NM) & (tcpa >= 0) & (tcpa <= ENCOUNTER_TCPA_MINUTES / 60.0)
-    if not flagged.any():
-        return pd.DataFrame(columns=columns)
-    hits = pd.DataFrame(
-        {"a": a[flagged], "b": b[flagged], "t": ft[flagged], "cpa": cpa[flagged],
-         "cpa_s": ft[flagged] + np.round(tcpa[flagged] * 3600.0),
-         "situation": colreg_situation(cog_a[flagged], cog_b[flagged], bearing[flagged])}
-    ).sort_values(["a", "b", "t"])  # fmt: skip
-    same_pair = (hits["a"].to_numpy()[1:] == hits["a"].to_numpy()[:-1]) & (hits["b"].to_numpy()[1:] == hits["b"].to_numpy()[:-1])
-    new = np.r_[True, ~same_pair | (np.diff(hits["t"].to_numpy()) > ENCOUNTER_BUCKET_MINUTES * 60)]
-    hits["approach"] = np.cumsum(new)
-    grouped = hits.groupby("approach")
-    best = hits.loc[grouped["cpa"].idxmin()]
-    approaches = pd.DataFrame(
-        {"vessel_a": best["a"].to_numpy(), "vessel_b": best["b"].to_numpy(), "situation": best["situation"].to_numpy(), "cpa_s": best["cpa_s"].to_numpy().astype(np.int64),
-         "cpa_nm": best["cpa"].to_numpy(), "first": grouped["t"].min().to_numpy(), "last": grouped["t"].max().to_numpy()}
-    )  # fmt: skip
-    approaches = approaches[_visible(approaches, rows, fleet, start_epoch_s)]
+    samples["loose_no"] = _approach_numbers(samples)
+    found = []
+    for _, near in samples.groupby("loose_no", sort=False):
+        strict = near[near["strict"]]
+        if strict.empty:  # a near miss the noise can tip in
+            groups, borderline = [near], [True]
+        else:
+            numbers = _approach_numbers(strict)
+            groups = [g for _, g in strict.groupby(numbers, sort=False)]
+            borderline = [not g["tight"].any() for g in groups]
+        for group, edge in zip(groups, borderline):
+            best = group.loc[group["cpa"].idxmin()]
+            close = group[group["cpa"] <= best["cpa"] + best["cpa_band"]]
+            found.append({"vessel_a": best["a"], "vessel_b": best["b"], "situation": best["situation"], "cpa_s": best["cpa_s"],
+                          "cpa_nm": best["cpa"], "borderline": edge,
+                          "situation_borderline": bool(best["situation_flips"] or (close["situation"] != best["situation"]).any())})  # fmt: skip
+    approaches = pd.DataFrame(found)
     planted_times: dict[tuple[int, int], list[int]] = {}
     for pa, pb, cpa_s, _ in planted:
         planted_times.setdefault((min(pa, pb), max(pa, pb)), []).append(cpa_s)
@@ -1450,25 +1518,6 @@ def encounters_truth(phases, rows, fleet: list[Vessel], planted, span_s: int, st
         for va, vb, c in zip(approaches["vessel_a"], approaches["vessel_b"], approaches["cpa_s"])
     ]
     return approaches[columns].reset_index(drop=True)
-
-
-def _visible(approaches: pd.DataFrame, rows, fleet: list[Vessel], start_epoch_s: int) -> np.ndarray:
-    """Whether some time bucket holds a usable report (staged, SOG and COG given, underway) of both vessels while flagged."""
-    usable = _staged_mask(rows, fleet) & (rows["sog"] != SOG_NOT_AVAILABLE) & (rows["cog"] != COG_NOT_AVAILABLE)
-    usable &= rows["sog"] >= ENCOUNTER_MIN_SOG_KN
-    track = _track(rows, usable)
-    bounds = np.r_[0, np.flatnonzero(np.diff(track["vessel"])) + 1, track["vessel"].size]
-    times = {int(track["vessel"][s]): track["t"][s:e] for s, e in zip(bounds[:-1], bounds[1:]) if e > s}
-    bucket_s = ENCOUNTER_BUCKET_MINUTES * 60
-    seen = []
-    for va, vb, first, last in zip(approaches["vessel_a"], approaches["vessel_b"], approaches["first"], approaches["last"]):
-        buckets = []
-        for v in (va, vb):
-            tv = times.get(int(v), np.empty(0, dtype=np.int64))
-            tv = tv[(tv >= first - ENCOUNTER_FINE_S) & (tv <= last + ENCOUNTER_FINE_S)]
-            buckets.append(set(((start_epoch_s + tv) // bucket_s).tolist()))
-        seen.append(bool(buckets[0] & buckets[1]))
-    return np.array(seen, dtype=bool)
 
 
 # --- truth frames as written -----------------------------------------------------------------
@@ -1544,7 +1593,8 @@ def truth_frames(truth: dict, fleet: list[Vessel], ports: pd.DataFrame, start: n
         "encounters": _sorted_frame(
             {"mmsi_a": np.where(swap, mmsi_b, mmsi_a), "mmsi_b": np.where(swap, mmsi_a, mmsi_b),
              "situation": encounters["situation"], "cpa_time": _timestamps(start, encounters["cpa_s"].to_numpy(dtype=np.int64)),
-             "cpa_nm": _round_text(encounters["cpa_nm"], 3), "planted": _bool_text(encounters["planted"])},
+             "cpa_nm": _round_text(encounters["cpa_nm"], 3), "planted": _bool_text(encounters["planted"]),
+             "borderline": _bool_text(encounters["borderline"]), "situation_borderline": _bool_text(encounters["situation_borderline"])},
             ENCOUNTER_COLUMNS, ["mmsi_a", "mmsi_b", "cpa_time"],
         ) if len(lo) else pd.DataFrame(columns=list(ENCOUNTER_COLUMNS)),
         "traffic": _sorted_frame(

@@ -1,6 +1,6 @@
 """Close encounters (sql/close_encounters.sql) on hand-built straight tracks in an in-memory DuckDB:
-CPA/TCPA, merging of buckets, each COLREG situation, the CPA limit's edge, midnight, +-180 and
-pairs on either side of a grid-cell border."""
+CPA/TCPA, merging of buckets, each COLREG situation, the CPA limit's edge, midnight, +-180,
+pairs on either side of a grid-cell border, a CPA predicted after a vessel berths, and a glitched SOG."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import duckdb
 import pytest
 
+from tasks.anomalies import load_reference_tables
 from tasks.facts import check_fact_table
 from tasks.sqlfiles import create_table_from_sql, load_macros, run_sql
 
@@ -38,13 +39,24 @@ def track(mmsi, through, at, sog, cog, before_min=40, after_min=20, every_s=60, 
     return rows
 
 
-def encounters(rows, params=None):
+CARGO = 70  # AIS ship type: cargo, plausible up to the maximum in tasks/data/vessel_type_max_speed.csv
+
+
+def positions_table(rows):
+    """An in-memory DuckDB with the reference tables and stg_ais_positions holding `rows`
+    (mmsi, ts, lat, lon, sog, cog[, vessel_type]); vessel_type defaults to CARGO."""
     con = duckdb.connect()
     load_macros(con)
+    load_reference_tables(con)
     con.execute("create table stg_ais_positions (mmsi bigint, ts timestamp, lat double, lon double, sog_kn double, "
-                "cog_deg double, row_hash varchar)")
-    con.executemany("insert into stg_ais_positions values (?, ?, ?, ?, ?, ?, ?)",
-                    [(*r, f"h{i}") for i, r in enumerate(rows)])
+                "cog_deg double, vessel_type integer, row_hash varchar)")
+    con.executemany("insert into stg_ais_positions values (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(*r[:6], r[6] if len(r) > 6 else CARGO, f"h{i}") for i, r in enumerate(rows)])
+    return con
+
+
+def encounters(rows, params=None):
+    con = positions_table(rows)
     return con, run_sql(con, "close_encounters", {**PARAMS, **(params or {})}).df()
 
 
@@ -183,13 +195,42 @@ def test_sql_assertions_hold_on_a_busy_scene():
     rows = []
     for i in range(12):  # a fan of vessels converging on one point from all directions
         rows += track(366000100 + i, offset(36.0, -75.0, 0.03 * i, 0.0), MEET, 8.0 + i, 30.0 * i)
-    con = duckdb.connect()
-    load_macros(con)
-    con.execute("create table stg_ais_positions (mmsi bigint, ts timestamp, lat double, lon double, sog_kn double, "
-                "cog_deg double, row_hash varchar)")
-    con.executemany("insert into stg_ais_positions values (?, ?, ?, ?, ?, ?, ?)", [(*r, f"h{i}") for i, r in enumerate(rows)])
+    con = positions_table(rows)
     n = create_table_from_sql(con, "fact_close_encounters", "close_encounters", PARAMS)
     assert n >= 30  # most of the 66 pairs meet within 0.5 nm
     assert check_fact_table(con, "close_encounters") == []
     situations = {s for (s,) in con.execute("select distinct situation from fact_close_encounters").fetchall()}
     assert situations == {"head_on", "crossing", "overtaking"}
+
+
+def test_a_cpa_predicted_after_a_vessel_has_berthed_is_no_encounter():
+    # two vessels close head-on toward a CPA at 06:30; b berths (SOG 0) at 06:24, before it
+    meet = (32.0, -81.0)
+    a = track(366000001, meet, MEET, 10.0, 0.0)
+    b = [r for r in track(366000002, offset(*meet, 0.1, 0.0), MEET, 10.0, 180.0) if r[1] < MEET - timedelta(minutes=6)]
+    berth = b[-1]
+    b += [(366000002, berth[1] + timedelta(minutes=3 * k), berth[2], berth[3], 0.0, 0.0) for k in range(1, 8)]
+    _, out = encounters(a + b)
+    assert len(out) == 0, out
+    # the same approach with b still under way at the CPA (it berths at 06:33) is one
+    b_late = [r for r in track(366000002, offset(*meet, 0.1, 0.0), MEET, 10.0, 180.0) if r[1] < MEET + timedelta(minutes=3)]
+    berth = b_late[-1]
+    b_late += [(366000002, berth[1] + timedelta(minutes=3 * k), berth[2], berth[3], 0.0, 0.0) for k in range(1, 8)]
+    _, out = encounters(a + b_late)
+    assert len(out) == 1 and out.iloc[0].situation == "head_on"
+
+
+def test_a_glitched_sog_is_not_dead_reckoned():
+    # a heads north at 10 kn; b heads west at 5 kn, 4 nm east and 0.7 nm north of a at 06:30: they pass
+    # 3.3 nm apart. b's 06:30 report (its first in the 06:30 bucket) reads 60 kn, which dead-reckoned
+    # would put b across a's bow 4 minutes later (CPA 0.03 nm).
+    meet = (36.0, -75.0)
+    a = track(366000001, meet, MEET, 10.0, 0.0, before_min=10, after_min=10)
+    b = track(366000002, offset(*meet, 4.0, 0.7), MEET, 5.0, 270.0, before_min=10, after_min=10)
+    glitched = [r[:4] + (60.0 if r[1] == MEET else r[4], r[5]) for r in b]
+    # cargo (type 70) tops out at 30 kn: the glitch is skipped, b's 06:31 report speaks for it
+    _, out = encounters(a + [r + (CARGO,) for r in glitched])
+    assert len(out) == 0, out
+    # with no type known, 60 kn cannot be called implausible: it is dead-reckoned and predicts an encounter
+    _, out = encounters(a + [r + (None,) for r in glitched])
+    assert len(out) == 1 and out.iloc[0].cpa_nm < 0.1

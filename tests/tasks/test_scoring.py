@@ -114,6 +114,48 @@ def test_encounters_match_the_unordered_pair_within_5_minutes_and_the_same_situa
     assert (score_encounters(twice, truth).tp, score_encounters(twice, truth).fp) == (1, 1)
 
 
+def _encounter_truth(*rows) -> pd.DataFrame:
+    """(mmsi_b, situation, cpa minutes, borderline, situation_borderline) rows against vessel 366000001."""
+    return pd.DataFrame(
+        [(366000001, b, situation, _t(m), 0.3, "false", "true" if edge else "false", "true" if sit_edge else "false")
+         for b, situation, m, edge, sit_edge in rows],
+        columns=["mmsi_a", "mmsi_b", "situation", "cpa_time", "cpa_nm", "planted", "borderline", "situation_borderline"],
+    )
+
+
+def _detections(*rows) -> pd.DataFrame:
+    return pd.DataFrame([(366000001, b, situation, _t(m)) for b, situation, m in rows], columns=["mmsi_a", "mmsi_b", "situation", "cpa_time"])
+
+
+def test_borderline_encounter_truth_is_dont_care_on_both_sides():
+    truth = _encounter_truth((366000002, "crossing", 0, False, False), (366000003, "head_on", 30, True, False))
+    # the borderline row missed: not a false negative
+    assert score_encounters(_detections((366000002, "crossing", 1)), truth) == Score(1.0, 1.0, 1.0, 1, 0, 0)
+    # found, in any situation: not a false positive either
+    for situation in ("head_on", "overtaking"):
+        found = _detections((366000002, "crossing", 1), (366000003, situation, 34))
+        assert score_encounters(found, truth) == Score(1.0, 1.0, 1.0, 1, 0, 0)
+    # still the usual time tolerance: 6 minutes off is a false positive
+    late = _detections((366000002, "crossing", 1), (366000003, "head_on", 36))
+    assert score_encounters(late, truth) == Score(0.5, 1.0, 2 / 3, 1, 1, 0)
+    # a firm row missed is still a false negative, whatever borderline rows are found
+    assert score_encounters(_detections((366000003, "head_on", 30)), truth) == Score(1.0, 0.0, 0.0, 0, 0, 1)
+
+
+def test_a_detection_goes_to_the_firm_truth_row_before_a_borderline_one():
+    # one detection, two truth rows of the same pair within 5 minutes: the firm one is matched, even though
+    # the borderline one is closer in time
+    truth = _encounter_truth((366000002, "crossing", 0, False, False), (366000002, "crossing", 6, True, False))
+    assert score_encounters(_detections((366000002, "crossing", 4)), truth) == Score(1.0, 1.0, 1.0, 1, 0, 0)
+
+
+def test_a_situation_borderline_truth_row_accepts_any_situation_but_counts():
+    truth = _encounter_truth((366000002, "crossing", 0, False, True), (366000003, "overtaking", 20, False, False))
+    found = _detections((366000002, "head_on", 2), (366000003, "crossing", 20))
+    # the situation-borderline row is matched (and counts as a true positive); the firm one needs its situation
+    assert score_encounters(found, truth) == Score(0.5, 0.5, 0.5, 1, 1, 1)
+
+
 def test_traffic_rows_match_only_exactly():
     truth = pd.DataFrame({"hour": ["2024-01-15T06:00:00"] * 2, "cell_lat_idx": [337, 337], "cell_lon_idx": [-1183, -1182],
                           "vessel_type_code": [70, 70], "vessels": [3, 1]})  # fmt: skip
