@@ -82,7 +82,7 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = Non
     log.info("staged %d positions into %s (days %s), quarantined %s", staged.kept, staged.store_dir,
              ", ".join(staged.days), staged.rejected or "none")
 
-    facts = facts_task(db_path, ports_path, cfg.facts, run_dir / "facts")
+    facts = facts_task(db_path, ports_path, cfg.facts, run_dir / "facts", cfg.stage.duckdb_memory_limit)
     update_stats(run_dir, "facts", {"counts": facts.counts, "params": facts.params, "digests": facts.digests})
     log.info("facts %s", facts.counts)
 

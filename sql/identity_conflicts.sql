@@ -25,10 +25,19 @@ suspects as (
     from (
         select
             mmsi,
-            impossible_step(lag(ts) over track, lag(lat) over track, lag(lon) over track, ts, lat, lon,
-                            cast($identity_min_separation_nm as double), cast($identity_max_speed_kn as double)) as is_switch
-        from reports
-        window track as (partition by mmsi order by ts, row_hash)
+            -- a step shorter than R * (|dlat| + |dlon|) radians (a bound on the great circle, with 1 %
+            -- to spare for rounding) below the separation is no switch: the exact test runs on the rest
+            case
+                when 3440.065 * 1.01 * radians(abs(lat - prev_lat) + abs(lon_delta_deg(prev_lon, lon)))
+                     < cast($identity_min_separation_nm as double) then false
+                else impossible_step(prev_ts, prev_lat, prev_lon, ts, lat, lon,
+                                     cast($identity_min_separation_nm as double), cast($identity_max_speed_kn as double))
+            end as is_switch
+        from (
+            select mmsi, ts, lat, lon, lag(ts) over track as prev_ts, lag(lat) over track as prev_lat, lag(lon) over track as prev_lon
+            from reports
+            window track as (partition by mmsi order by ts, row_hash)
+        )
     )
     group by mmsi
     having count(*) filter (where is_switch) >= 3

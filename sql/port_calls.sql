@@ -86,14 +86,37 @@ states as (
     left join nearest_port n using (mmsi, ts)
 ),
 
-islands as (
+-- one sort of every report: its place in the vessel's track and the previous report's port
+ordered as (
     select
         *,
-        sum(case when locode is distinct from prev_locode then 1 else 0 end)
-            over (partition by mmsi order by ts, row_hash) as island
+        row_number() over track as report_no,
+        lag(locode) over track as prev_locode
+    from states
+    window track as (partition by mmsi order by ts, row_hash)
+),
+
+-- an island (a run of consecutive reports with the same nearest port, or none) starts where the
+-- port changes; islands at a port, each with the report numbers it spans (few rows: no second sort
+-- of every report)
+islands as (
+    select mmsi, first_report, last_report
     from (
-        select *, lag(locode) over (partition by mmsi order by ts, row_hash) as prev_locode from states
+        select
+            mmsi, locode, report_no as first_report,
+            coalesce(lead(report_no) over (partition by mmsi order by report_no) - 1, 9223372036854775807) as last_report
+        from ordered
+        where locode is distinct from prev_locode
     )
+    where locode is not null
+),
+
+-- the stopped reports at a port, each with the island it lies in
+call_reports as (
+    select o.*, i.first_report as island
+    from ordered o
+    join islands i on i.mmsi = o.mmsi and o.report_no between i.first_report and i.last_report
+    where o.locode is not null and o.is_stopped
 ),
 
 calls as (
@@ -109,8 +132,7 @@ calls as (
         max(vessel_type) as vessel_type,
         -- provenance: an order-free hash of the source rows (xor of their md5s; no sort, no string building)
         format('{:032x}', bit_xor(md5_number(row_hash))) as source_hash
-    from islands
-    where locode is not null and is_stopped
+    from call_reports
     group by mmsi, island
 ),
 

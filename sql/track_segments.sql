@@ -28,9 +28,26 @@ breaks as (
     from steps
 ),
 
-numbered as (
-    select *, sum(opens) over (partition by mmsi order by ts, row_hash) as segment_no
+-- the reports that open a segment (few: one per vessel plus one per gap), numbered, each segment
+-- running until the next one opens; a report opening a segment is the first of its second (the
+-- report before it is more than $gap_minutes earlier), so segment bounds are times
+openings as (
+    select
+        mmsi,
+        ts as opened_at,
+        lead(ts) over (partition by mmsi order by ts) as next_opened_at,
+        -- double, as the running sum that numbered segments before (the fact table's type is unchanged)
+        cast(row_number() over (partition by mmsi order by ts) as double) as segment_no
     from breaks
+    where opens = 1
+),
+
+-- each report joins the segment it falls in (a join on the vessel, not a second sort of every report)
+numbered as (
+    select b.*, o.segment_no
+    from breaks b
+    join openings o
+      on o.mmsi = b.mmsi and b.ts >= o.opened_at and (o.next_opened_at is null or b.ts < o.next_opened_at)
 ),
 
 segments as (

@@ -67,7 +67,7 @@ stopped_near_port as (
 
 states as (
     select
-        p.*,
+        p.mmsi, p.ts, p.lat, p.lon, p.sog_kn, p.cog_deg, p.row_hash,
         case
             when p.is_stopped is null then null
             when not p.is_stopped then 'underway'
@@ -86,7 +86,7 @@ states as (
 -- NULL (no SOG or no COG) is skipped
 courses as (
     select
-        *,
+        mmsi, ts, lat, lon, row_hash, reported_state, window_start,
         case
             when sog_kn is null or cog_deg is null then null
             when sog_kn > cast($stopped_max_sog_kn as double) and reported_state = 'underway' then cog_deg
@@ -95,7 +95,8 @@ courses as (
     from states
 ),
 
--- one window pass: every function below shares the same partition and order
+-- one window pass over the columns the order-dependent measures need (a narrow sort); every
+-- function below shares the same partition and order
 steps as (
     select
         *,
@@ -121,29 +122,50 @@ distances as (
     from steps
 ),
 
-final as (
+-- the order-dependent measures per window
+track_measures as (
     select
         mmsi,
         window_start,
-        window_start + to_minutes(cast($window_minutes as integer)) as window_end,
+        sum(step_nm) as distance_nm,
+        coalesce(sum(to_next_minutes) filter (where state = 'underway'), 0) as minutes_underway,
+        coalesce(sum(to_next_minutes) filter (where state = 'moored'), 0) as minutes_moored,
+        coalesce(sum(to_next_minutes) filter (where state = 'anchored'), 0) as minutes_anchored,
+        count(*) filter (where course_change_deg > cast($major_turn_deg as double)) as major_course_changes
+    from distances
+    group by mmsi, window_start
+),
+
+-- the order-free measures per window, straight from the reports (no sort)
+report_measures as (
+    select
+        mmsi,
+        time_bucket(to_minutes(cast($window_minutes as integer)), ts) as window_start,
         count(*) as n_positions,
         count(sog_kn) as n_speeds,
         min(ts) as first_seen,
         max(ts) as last_seen,
         avg(sog_kn) as mean_sog_kn,
         max(sog_kn) as max_sog_kn,
-        sum(step_nm) as distance_nm,
-        coalesce(sum(to_next_minutes) filter (where state = 'underway'), 0) as minutes_underway,
-        coalesce(sum(to_next_minutes) filter (where state = 'moored'), 0) as minutes_moored,
-        coalesce(sum(to_next_minutes) filter (where state = 'anchored'), 0) as minutes_anchored,
-        count(*) filter (where course_change_deg > cast($major_turn_deg as double)) as major_course_changes,
         max(vessel_name) as vessel_name,
         max(vessel_type) as vessel_type,
         -- provenance: an order-free hash of the source rows (xor of their md5s; no sort, no string building)
         format('{:032x}', bit_xor(md5_number(row_hash))) as source_hash
-    from distances
-    group by mmsi, window_start
+    from positions
+    group by all
     having count(*) >= cast($min_positions as integer) and count(sog_kn) > 0
+),
+
+final as (
+    select
+        r.mmsi,
+        r.window_start,
+        r.window_start + to_minutes(cast($window_minutes as integer)) as window_end,
+        r.n_positions, r.n_speeds, r.first_seen, r.last_seen, r.mean_sog_kn, r.max_sog_kn,
+        t.distance_nm, t.minutes_underway, t.minutes_moored, t.minutes_anchored, t.major_course_changes,
+        r.vessel_name, r.vessel_type, r.source_hash
+    from report_measures r
+    join track_measures t using (mmsi, window_start)
 )
 
 select * from final

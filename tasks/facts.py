@@ -17,7 +17,7 @@ from prefect import task
 from tasks.config import FactsConfig
 from tasks.anomalies import load_reference_tables
 from tasks.ports import load_ports
-from tasks.sqlfiles import create_table_from_sql, sql_digest
+from tasks.sqlfiles import connect, create_table_from_sql, sql_digest
 
 # fact queries in run order: port_stays, voyages and busiest_ports read table fact_port_calls
 FACT_QUERIES = (
@@ -232,12 +232,19 @@ def _ensure_flagged_table(con: duckdb.DuckDBPyConnection) -> None:
         )
 
 
-def compute_facts(db_path: Path, ports_path: Path | None, cfg: FactsConfig, out_dir: Path) -> FactsResult:
+def compute_facts(
+    db_path: Path, ports_path: Path | None, cfg: FactsConfig, out_dir: Path, memory_limit: str | None = None
+) -> FactsResult:
+    """Run every query in FACT_QUERIES over the staged positions in db_path; one parquet per fact in
+    out_dir. memory_limit: DuckDB's memory cap (e.g. the stage's "2GB"; beyond it DuckDB spills to a
+    folder beside the database); None leaves DuckDB's default (80 % of RAM)."""
     ports = load_ports(ports_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, counts, params, digests = {}, {}, {}, {}
-    with duckdb.connect(str(db_path)) as con:
+    with connect(db_path, memory_limit) as con:
+        # connect() drops insertion order for streaming loads; fact tables keep their queries' order
+        con.execute("set preserve_insertion_order = true")
         port_table = ports[["port_name", "locode", "lat", "lon"]]
         con.register("port_table_df", port_table)
         con.execute("create or replace table ports as select * from port_table_df")
