@@ -45,13 +45,6 @@ underway as (
       and (l.limit_kn is null or p.sog_kn <= l.limit_kn)
 ),
 
--- reports of vessels no longer underway (SOG below the minimum: slowed, anchored or moored)
-stopped as (
-    select p.mmsi, p.ts
-    from stg_ais_positions p, settings s
-    where p.sog_kn < s.min_sog_kn
-),
-
 -- each vessel's first underway report in a bucket speaks for it there (two reports of one vessel
 -- in the same second share a position: staging sets other ones aside; either may be taken)
 bucket_reports as (
@@ -169,23 +162,28 @@ detections as (
       and sqrt(pow(c.east_nm + c.rel_east_kn * c.tcpa_h, 2) + pow(c.north_nm + c.rel_north_kn * c.tcpa_h, 2)) <= s.cpa_max_nm
 ),
 
--- each vessel's first report after its dead-reckoned one that says it is no longer underway
-stops_a as (
-    select d.*, s.ts as stop_a
-    from detections d asof left join stopped s on s.mmsi = d.mmsi_a and s.ts > d.ts_a
+-- reports saying a vessel is no longer underway (SOG below the minimum: slowed, anchored or
+-- moored), of the vessels in a detection only
+stopped as (
+    select p.mmsi, p.ts
+    from stg_ais_positions p, settings s
+    where p.sog_kn < s.min_sog_kn
+      and p.mmsi in (select mmsi_a from detections union all select mmsi_b from detections)
 ),
 
-stops_b as (
-    select d.*, s.ts as stop_b
-    from stops_a d asof left join stopped s on s.mmsi = d.mmsi_b and s.ts > d.ts_b
+-- both still underway at the CPA: no report of either vessel saying it is no longer underway
+-- between its dead-reckoned report and the CPA (vessels closing in a port just before they berth
+-- are no close-quarters situation)
+stops as (
+    select d.mmsi_a, d.mmsi_b, d.bucket
+    from detections d join stopped s on s.mmsi = d.mmsi_a and s.ts > d.ts_a and s.ts <= d.cpa_time
+    union
+    select d.mmsi_a, d.mmsi_b, d.bucket
+    from detections d join stopped s on s.mmsi = d.mmsi_b and s.ts > d.ts_b and s.ts <= d.cpa_time
 ),
 
--- both still underway at the CPA: a CPA predicted for after either vessel has stopped is no
--- close-quarters situation (vessels closing in a port just before they berth)
 underway_at_cpa as (
-    select * exclude (stop_a, stop_b)
-    from stops_b
-    where (stop_a is null or stop_a > cpa_time) and (stop_b is null or stop_b > cpa_time)
+    select * from detections anti join stops using (mmsi_a, mmsi_b, bucket)
 ),
 
 timed as (
