@@ -2,13 +2,18 @@
 
 `simulate` plans voyages for a fleet (moored stays, anchorage waits, port-to-port legs, short
 round trips for tugs, fishing and pleasure craft), samples AIS position reports from them, plants
-AIS gaps and the dirty values real NOAA feeds carry, and writes into out_dir:
+AIS gaps, close encounters of each COLREG type, loitering, identity conflicts (a twin transmitter),
+speed glitches, position spikes and the dirty values real NOAA feeds carry, and writes into out_dir:
 
 - ais.csv                    NOAA MarineCadastre CSV (17 columns), sorted by BaseDateTime, MMSI
-- ground_truth_port_calls.csv  mmsi,locode,port_name,arrival,departure,anchored_minutes,truncated
-- ground_truth_gaps.csv      mmsi,gap_start,gap_end,minutes
 - vessels.csv                mmsi,name,vessel_type,vessel_type_code,transceiver_class,length,width,
                              draft,home_port,valid_mmsi
+- ground_truth_<name>.csv    what each detector in sql/ must find (SimulationResult.truth_paths;
+                             columns in the *_COLUMNS constants below): port_calls, port_stays,
+                             voyages, gaps, loitering, speed_anomalies, identity_conflicts, jumps,
+                             encounters (every approach meeting the definition, planted or not;
+                             `borderline` rows sit within the noise band of its limits and are
+                             scored as don't-care), traffic, movement
 
 Same SimulateConfig and port table, same bytes (numpy default_rng(cfg.seed) is the only source of
 randomness). Legs are straight great-circle lines between harbour points, so they can cross land;
