@@ -16,40 +16,9 @@ with positions as (
     where sog_kn is not null or nav_status is not null
 ),
 
-port_table as (
-    select port_name, locode, lat as port_lat, lon as port_lon from ports
-),
-
--- degrees of latitude and longitude the radius spans around each port (1 degree of latitude is
--- 60.04 nm, so radius / 60 is a little wide: safe); longitude widens with latitude, capped at the full circle
-port_extent as (
-    select
-        *,
-        cast($port_radius_nm as double) / 60 as lat_span,
-        least(cast($port_radius_nm as double) / 60
-              / cos(radians(least(abs(port_lat) + cast($port_radius_nm as double) / 60, 89.9))), 180) as lon_span
-    from port_table
-),
-
--- every 0.1-degree cell a port's radius can reach (cell = floor(degrees / 0.1))
-port_lat_cells as (
-    select
-        *,
-        unnest(range(cast(floor((port_lat - lat_span) / 0.1) as bigint), cast(floor((port_lat + lat_span) / 0.1) as bigint) + 1)) as lat_idx
-    from port_extent
-),
-
-port_cells as (
-    select distinct
-        port_name, locode, port_lat, port_lon, lat_idx,
-        -- 3600 longitude cells round the globe: index modulo 3600 joins cells across the antimeridian
-        ((lon_idx % 3600) + 3600) % 3600 as lon_idx
-    from (
-        select
-            *,
-            unnest(range(cast(floor((port_lon - lon_span) / 0.1) as bigint), cast(floor((port_lon + lon_span) / 0.1) as bigint) + 1)) as lon_idx
-        from port_lat_cells
-    )
+-- ports by the 0.1-degree cells their radius can reach (macro port_cells in sql/macros.sql)
+port_grid as (
+    select * from port_cells('ports', cast($port_radius_nm as double))
 ),
 
 stopped as (
@@ -64,9 +33,8 @@ near_port as (
         s.mmsi, s.ts, p.locode, p.port_name,
         haversine_nm(p.port_lat, p.port_lon, s.lat, s.lon) as distance_nm
     from stopped s
-    join port_cells p
-      on p.lat_idx = cast(floor(s.lat / 0.1) as bigint)
-     and p.lon_idx = ((cast(floor(s.lon / 0.1) as bigint) % 3600) + 3600) % 3600
+    join port_grid p
+      on p.lat_idx = port_cell_lat(s.lat) and p.lon_idx = port_cell_lon(s.lon)
 ),
 
 -- the nearest port within the radius (ties: the smaller locode)

@@ -21,36 +21,9 @@ with positions as (
     from stg_ais_positions
 ),
 
-port_table as (
-    select lat as port_lat, lon as port_lon from ports
-),
-
--- ports indexed by the 0.1-degree cells their radius can reach, wrapped across +-180 longitude
--- (same cells as sql/port_calls.sql: an equi-join instead of positions x ports)
-port_extent as (
-    select
-        *,
-        cast($port_radius_nm as double) / 60 as lat_span,
-        least(cast($port_radius_nm as double) / 60
-              / cos(radians(least(abs(port_lat) + cast($port_radius_nm as double) / 60, 89.9))), 180) as lon_span
-    from port_table
-),
-
-port_lat_cells as (
-    select
-        *,
-        unnest(range(cast(floor((port_lat - lat_span) / 0.1) as bigint), cast(floor((port_lat + lat_span) / 0.1) as bigint) + 1)) as lat_idx
-    from port_extent
-),
-
-port_cells as (
-    select distinct port_lat, port_lon, lat_idx, ((lon_idx % 3600) + 3600) % 3600 as lon_idx
-    from (
-        select
-            *,
-            unnest(range(cast(floor((port_lon - lon_span) / 0.1) as bigint), cast(floor((port_lon + lon_span) / 0.1) as bigint) + 1)) as lon_idx
-        from port_lat_cells
-    )
+-- ports by the 0.1-degree cells their radius can reach (macro port_cells in sql/macros.sql)
+port_grid as (
+    select * from port_cells('ports', cast($port_radius_nm as double))
 ),
 
 -- distance to the nearest port, only for stopped reports whose nav status does not say
@@ -58,9 +31,8 @@ port_cells as (
 stopped_near_port as (
     select s.mmsi, s.ts, min(haversine_nm(p.port_lat, p.port_lon, s.lat, s.lon)) as port_distance_nm
     from positions s
-    join port_cells p
-      on p.lat_idx = cast(floor(s.lat / 0.1) as bigint)
-     and p.lon_idx = ((cast(floor(s.lon / 0.1) as bigint) % 3600) + 3600) % 3600
+    join port_grid p
+      on p.lat_idx = port_cell_lat(s.lat) and p.lon_idx = port_cell_lon(s.lon)
     where s.is_stopped and coalesce(s.nav_status not in (1, 5), true)
     group by s.mmsi, s.ts
 ),
