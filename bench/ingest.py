@@ -208,7 +208,7 @@ def peak_rss_mb() -> float:
 
 def tidewright_job(files: list[Path], run_dir: Path, memory_limit: str) -> dict:
     from tasks.config import FactsConfig, StageConfig
-    from tasks.facts import fact_params
+    from tasks.facts import fact_params, load_port_table
     from tasks.ingest import ingest_files
     from tasks.ports import load_ports
     from tasks.sqlfiles import connect, run_sql
@@ -222,9 +222,7 @@ def tidewright_job(files: list[Path], run_dir: Path, memory_limit: str) -> dict:
     t2 = time.perf_counter()
     params = fact_params("vessel_movement", FactsConfig(window_minutes=WINDOW_MINUTES, min_window_positions=MIN_POSITIONS))
     with connect(db, memory_limit) as con:
-        # the movement fact tells moored from anchored by the distance to the nearest port
-        con.register("ports_df", load_ports(None)[["port_name", "locode", "lat", "lon"]])
-        con.execute("create or replace table ports as select * from ports_df")
+        load_port_table(con, load_ports(None))  # moored vs anchored: the distance to the nearest port
         movement = run_sql(con, "vessel_movement", params).df()
     t3 = time.perf_counter()
     return {

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pandas as pd
 from prefect import task
 
 from tasks.config import FactsConfig
@@ -221,6 +222,15 @@ class FactsResult:
     digests: dict[str, str]
 
 
+def load_port_table(con: duckdb.DuckDBPyConnection, ports: pd.DataFrame) -> None:
+    """Table ports (port_name, locode, lat, lon), which the port-aware facts join."""
+    con.register("port_table_df", ports[["port_name", "locode", "lat", "lon"]])
+    try:
+        con.execute("create or replace table ports as select * from port_table_df")
+    finally:
+        con.unregister("port_table_df")
+
+
 def _ensure_flagged_table(con: duckdb.DuckDBPyConnection) -> None:
     """Gaps and traffic also read the reports staging flagged (stg_flagged_positions); a database
     staged without that table gets an empty one, so they read the kept reports alone."""
@@ -238,17 +248,14 @@ def compute_facts(
     """Run every query in FACT_QUERIES over the staged positions in db_path; one parquet per fact in
     out_dir. memory_limit: DuckDB's memory cap (e.g. the stage's "2GB"; beyond it DuckDB spills to a
     folder beside the database); None leaves DuckDB's default (80 % of RAM)."""
-    ports = load_ports(ports_path)
+    ports = load_ports(ports_path)  # checked before the database is opened
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, counts, params, digests = {}, {}, {}, {}
     with connect(db_path, memory_limit) as con:
         # connect() drops insertion order for streaming loads; fact tables keep their queries' order
         con.execute("set preserve_insertion_order = true")
-        port_table = ports[["port_name", "locode", "lat", "lon"]]
-        con.register("port_table_df", port_table)
-        con.execute("create or replace table ports as select * from port_table_df")
-        con.unregister("port_table_df")
+        load_port_table(con, ports)
         _ensure_flagged_table(con)
         load_reference_tables(con)
         for name in FACT_QUERIES:

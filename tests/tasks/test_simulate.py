@@ -1,5 +1,4 @@
 import gzip
-import re
 from pathlib import Path
 
 import numpy as np
