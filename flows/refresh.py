@@ -90,9 +90,17 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = Non
     seeds = seeds_task(staged.positions_path, facts.paths, facts.params, facts.digests, ports_path, cfg.generate,
                        work / "seeds.jsonl")
     update_stats(run_dir, "seeds", seeds)
-    generated = generate_task(work / "seeds.jsonl", cfg.teacher, cfg.generate.seed, work / "generated.jsonl")
+    cache_path = cfg.teacher.cache_path or Path(cfg.run.runs_dir) / "teacher_cache.sqlite"
+    generated = generate_task(work / "seeds.jsonl", cfg.teacher, cfg.generate.seed, work / "generated.jsonl",
+                              cache_path, work / "teacher_ledger.jsonl", work / "quarantine_generate.parquet")
     update_stats(run_dir, "generate", generated)
-    log.info("teacher %s wrote %d examples", generated["teacher"], generated["generated"])
+    log.info("teachers %s wrote %d examples; %d seeds quarantined", generated["teacher"], generated["generated"],
+             generated["rejected"])
+    if generated["llm"]:
+        llm = generated["llm"]
+        log.info("LLM teachers: %d calls, %d cache hits, %d+%d tokens, $%.4f%s", llm["calls"], llm["cache_hits"],
+                 llm["input_tokens"], llm["output_tokens"], llm["cost_usd"],
+                 f"; stopped: {llm['stopped']}" if llm["stopped"] else "")
 
     validated = validate_task(work / "generated.jsonl", cfg.validate_, work / "validated.jsonl",
                               work / "quarantine_validate.parquet")
@@ -104,7 +112,8 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = Non
 
     published = publish_task(
         work / "deduped.jsonl",
-        [staged.quarantine_path, work / "quarantine_validate.parquet", work / "quarantine_dedup.parquet"],
+        [staged.quarantine_path, work / "quarantine_generate.parquet", work / "quarantine_validate.parquet",
+         work / "quarantine_dedup.parquet"],
         cfg.split, run_dir / "dataset",
     )
     update_stats(run_dir, "publish", published)

@@ -6,6 +6,7 @@ field's dotted path instead of being ignored.
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -150,18 +151,33 @@ class FactsConfig(Section):
         return self
 
 
-CATEGORIES = ("movement", "port_activity")  # question categories the AIS catalogue implements
+# question categories of the AIS catalogue (DESIGN.md), each seeded from its facts
+CATEGORIES = ("identity", "movement", "port_activity", "traffic", "anomalies", "safety")
 
 
 class GenerateConfig(Section):
     seed: int = Field(11, description="Seed for sampling facts and phrasings.")
     max_seeds: int = Field(600, ge=1, description="Upper bound on seed questions per run.")
     category_shares: dict[str, float] = Field(
-        default_factory=lambda: {"movement": 0.6, "port_activity": 0.4},
+        default_factory=lambda: {
+            "identity": 0.15, "movement": 0.2, "port_activity": 0.2, "traffic": 0.15, "anomalies": 0.15, "safety": 0.15,
+        },
         description="Target share per question category (normalised).",
     )
-    unanswerable_share: float = Field(0.1, ge=0, lt=1, description="Share of questions about a vessel/window not in the data.")
+    difficulty_shares: dict[str, float] = Field(
+        default_factory=lambda: {"easy": 1 / 3, "medium": 1 / 3, "hard": 1 / 3},
+        description="Target share per difficulty within a category (normalised over the levels it has).",
+    )
+    unanswerable_share: float = Field(0.1, ge=0, lt=1, description="Share of questions about a vessel, port or window not in the data.")
+    multi_turn_share: float = Field(
+        0.2, ge=0, le=1, description="Share of seeds asked as a dialogue: follow-up questions about the same records."
+    )
+    max_followups: int = Field(2, ge=1, le=4, description="Follow-up turns at most in a dialogue.")
     context_format: Literal["table", "jsonl"] = Field("table", description="How AIS records appear in the user turn.")
+    max_context_records: int = Field(40, ge=2, description="Facts needing more records than this are not asked.")
+    share_tolerance: float = Field(
+        0.05, ge=0, le=1, description="Reported shares within this (absolute) of the targets count as on target."
+    )
 
     @model_validator(mode="after")
     def _known_categories(self) -> "GenerateConfig":
@@ -170,21 +186,120 @@ class GenerateConfig(Section):
             raise ValueError(f"unknown categories {unknown} in category_shares; known: {list(CATEGORIES)}")
         if any(v < 0 for v in self.category_shares.values()) or sum(self.category_shares.values()) <= 0:
             raise ValueError("category_shares must be non-negative with a positive sum")
+        bad = sorted(set(self.difficulty_shares) - {"easy", "medium", "hard"})
+        if bad:
+            raise ValueError(f"unknown difficulties {bad} in difficulty_shares; known: easy, medium, hard")
+        if any(v < 0 for v in self.difficulty_shares.values()) or sum(self.difficulty_shares.values()) <= 0:
+            raise ValueError("difficulty_shares must be non-negative with a positive sum")
         return self
-    max_context_records: int = Field(40, ge=2, description="Facts needing more records than this are not asked.")
+
+
+# List prices in USD per million tokens (input, output), as published by the providers in 2025;
+# override or extend under teacher.prices. A local model (vLLM, Ollama) costs 0.
+DEFAULT_PRICES: dict[str, dict[str, float]] = {
+    "gpt-4o": {"input_per_mtok": 2.50, "output_per_mtok": 10.00},
+    "gpt-4o-mini": {"input_per_mtok": 0.15, "output_per_mtok": 0.60},
+    "o3-mini": {"input_per_mtok": 1.10, "output_per_mtok": 4.40},
+    "gpt-4.1": {"input_per_mtok": 2.00, "output_per_mtok": 8.00},
+    "gpt-4.1-mini": {"input_per_mtok": 0.40, "output_per_mtok": 1.60},
+    "claude-sonnet-4-5": {"input_per_mtok": 3.00, "output_per_mtok": 15.00},
+    "claude-3-5-haiku-latest": {"input_per_mtok": 0.80, "output_per_mtok": 4.00},
+    "claude-opus-4-1": {"input_per_mtok": 15.00, "output_per_mtok": 75.00},
+}
+
+
+class Price(Section):
+    input_per_mtok: float = Field(..., ge=0, description="USD per million input (prompt) tokens.")
+    output_per_mtok: float = Field(..., ge=0, description="USD per million output (completion) tokens.")
+
+
+class TeacherSpec(Section):
+    """One teacher of a run. Several can be mixed; each seed goes to one, by share."""
+
+    name: str = Field(..., min_length=1, description="Label recorded on every example it writes (e.g. gpt-4o).")
+    kind: Literal["template", "openai", "anthropic", "openai_compatible"] = Field(
+        ..., description="template: offline, no network; openai / anthropic: the vendors' APIs; "
+        "openai_compatible: any OpenAI-style base_url (vLLM, Ollama, transformers serve)."
+    )
+    share: float = Field(1.0, ge=0, description="Share of seeds this teacher writes (normalised over all teachers).")
+    model: str | None = Field(None, description="Model id sent to the API (openai / anthropic / openai_compatible).")
+    base_url: str | None = Field(None, description="API base URL; default: the vendor's. Required for openai_compatible.")
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable that holds the key (default OPENAI_API_KEY / "
+        "ANTHROPIC_API_KEY; openai_compatible: none needed). The key itself never goes in a config."
+    )
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(1024, ge=16, description="Output token cap per call.")
+    json_mode: bool = Field(True, description="Ask an OpenAI-style API for response_format json_object.")
+    concurrency: int = Field(8, ge=1, le=512, description="Requests in flight at once for this teacher.")
+    requests_per_minute: float | None = Field(None, gt=0, description="Request rate cap (None: no cap).")
+    tokens_per_minute: float | None = Field(None, gt=0, description="Token rate cap, input + output (None: no cap).")
+
+    @model_validator(mode="after")
+    def _needs(self) -> "TeacherSpec":
+        if self.kind != "template" and not self.model:
+            raise ValueError(f"teacher {self.name!r} ({self.kind}) needs model: the model id the API serves")
+        if self.kind == "openai_compatible" and not self.base_url:
+            raise ValueError(f"teacher {self.name!r} (openai_compatible) needs base_url, e.g. http://localhost:8000/v1")
+        if self.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
+            raise ValueError(
+                f"teacher {self.name!r}: api_key_env must be the NAME of an environment variable "
+                "(e.g. OPENAI_API_KEY), never the key itself"
+            )
+        return self
 
 
 class TeacherConfig(Section):
-    kind: Literal["template"] = Field("template", description="template: offline teacher, no network (the default).")
+    teachers: list[TeacherSpec] = Field(
+        default_factory=lambda: [TeacherSpec(name="template", kind="template")],
+        description="Teachers of this run and their shares; default: the offline template teacher alone.",
+    )
     corrupt_share: float = Field(
         0.05,
         ge=0,
         le=1,
         description=(
-            "Offline only: share of answers the template teacher writes with a wrong number, to mimic a "
+            "Template teacher only: share of answers written with a wrong number, to mimic a "
             "sloppy LLM so the grounding gate has real work offline. Set 0 for a clean offline set."
         ),
     )
+    prices: dict[str, Price] = Field(
+        default_factory=dict, description="USD per million tokens by model id; merged over the built-in list."
+    )
+    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(6, ge=0, description="Retries of one request on 429, 5xx, timeouts and connection errors.")
+    backoff_base_s: float = Field(1.0, gt=0, description="First backoff; doubles per retry (with jitter) unless Retry-After says otherwise.")
+    backoff_max_s: float = Field(60.0, gt=0, description="Longest single wait, Retry-After included.")
+    max_reasks: int = Field(2, ge=0, description="Re-asks when the output is not valid JSON of the expected shape.")
+    max_consecutive_failures: int = Field(
+        25, ge=1, description="A teacher whose last N requests all failed after retries stops; its remaining seeds are reported, not lost."
+    )
+    budget_usd: float | None = Field(None, gt=0, description="Stop generating (keeping all done so far) when spend reaches this.")
+    cache_path: Path | None = Field(
+        None, description="SQLite response cache shared by runs; default <run.runs_dir>/teacher_cache.sqlite."
+    )
+
+    @model_validator(mode="after")
+    def _teachers(self) -> "TeacherConfig":
+        if not self.teachers:
+            raise ValueError("teacher.teachers is empty: list at least one (kind: template needs no key)")
+        names = [t.name for t in self.teachers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"teacher names must be unique, got {names}")
+        if sum(t.share for t in self.teachers) <= 0:
+            raise ValueError("teacher shares must have a positive sum")
+        for t in self.teachers:
+            if t.kind != "template" and t.model not in self.price_table():
+                raise ValueError(
+                    f"teacher {t.name!r}: no price for model {t.model!r}; add teacher.prices.{t.model}: "
+                    "{input_per_mtok: ..., output_per_mtok: ...} (0 and 0 for a local model)"
+                )
+        return self
+
+    def price_table(self) -> dict[str, Price]:
+        table = {m: Price(**p) for m, p in DEFAULT_PRICES.items()}
+        table.update(self.prices)
+        return table
 
 
 class ValidateConfig(Section):

@@ -11,3 +11,7 @@ class ConfigError(TidewrightError, ValueError):
 
 class InputError(TidewrightError, ValueError):
     """Source data cannot be used (missing, empty, wrong columns); the message says how to fix it."""
+
+
+class TeacherError(TidewrightError, RuntimeError):
+    """A teacher run produced nothing usable; the message gives the reasons and where the ledger is."""

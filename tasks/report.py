@@ -29,6 +29,47 @@ def _score(v: Any) -> str:
     return "-" if v is None else f"{float(v):.3f}"
 
 
+def _money(v: Any) -> str:
+    return "-" if v is None else f"${float(v):.4f}"
+
+
+def generation_section(gen: dict[str, Any], seeds: dict[str, Any]) -> list[str]:
+    """Shares against their targets, and what the LLM teachers cost."""
+    out: list[str] = []
+    shares = seeds.get("shares")
+    if shares:
+        rows = []
+        for dim, table in shares.items():
+            for key, row in table.items():
+                rows.append([dim, key, f"{row['target']:.3f}", f"{row['actual']:.3f}",
+                             "yes" if row["within_tolerance"] else "NO"])
+        out += ["## Question mix (seed questions)", "",
+                "Category and difficulty shares are of answerable seeds; unanswerable and multi-turn of all seeds.", "",
+                _table(["dimension", "value", "target", "actual", "within tolerance"], rows), ""]
+        short = [k for k, v in seeds.get("targets", {}).items() if "/" in k and v["taken"] < v["target"]]
+        if short:
+            out += [f"Short of candidates (fewer facts than the target asked): {', '.join(short)}.", ""]
+    llm = gen.get("llm") or {}
+    if llm:
+        out += ["## Teachers and cost", "",
+                f"{llm['items']} seeds went to LLM teachers: {llm['accepted']} accepted; {llm['calls']} calls, "
+                f"{llm['cache_hits']} answered from the response cache; {llm['input_tokens']} input + "
+                f"{llm['output_tokens']} output tokens; cost {_money(llm['cost_usd'])} "
+                f"({_money(llm['cost_per_accepted_usd'])} per accepted example)"
+                + (f"; stopped early: {llm['stopped']}" if llm.get("stopped") else "") + ".", ""]
+        rows = [[name, t.get("model"), t.get("items"), t.get("statuses", {}).get("accepted", 0), t.get("calls"),
+                 t.get("retries"), t.get("reasks"), t.get("input_tokens"), t.get("output_tokens"), _money(t.get("cost_usd"))]
+                for name, t in sorted(llm.get("per_teacher", {}).items())]
+        if rows:
+            out += [_table(["teacher", "model", "seeds", "accepted", "calls", "retries", "re-asks", "input tok",
+                            "output tok", "cost"], rows), ""]
+        rows = [[c, v["accepted"], _money(v["cost_usd"]), _money(v["cost_per_accepted_usd"])]
+                for c, v in llm.get("per_category", {}).items()]
+        if rows:
+            out += [_table(["category", "accepted", "cost", "cost per accepted"], rows), ""]
+    return out
+
+
 def render_report(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     stats = json.loads((run_dir / "stats.json").read_text())
@@ -45,9 +86,11 @@ def render_report(run_dir: Path) -> str:
     for name, n in stats["facts"]["counts"].items():
         rows.append([f"facts: {name}", n, ""])
     seeds = stats["seeds"]
-    rows.append(["seed questions", seeds["seeds"], f"from {seeds['candidates']} candidates; {seeds['unanswerable']} unanswerable"])
+    rows.append(["seed questions", seeds["seeds"], f"from {seeds['candidates']} candidates; {seeds['unanswerable']} "
+                 f"unanswerable; {seeds.get('dialogues', 0)} multi-turn dialogues"])
     gen, val, ded, pub = stats["generate"], stats["validate"], stats["dedup"], stats["publish"]
-    rows.append(["examples generated", gen["generated"], f"teacher {gen['teacher']}"])
+    rows.append(["examples generated", gen["generated"], f"teachers {gen['teacher']}; "
+                 f"{gen.get('rejected', 0)} seeds quarantined by the teacher stage"])
     rows.append(["passed validation", val["kept"], ", ".join(f"{k}: {v}" for k, v in val["reasons"].items()) or "none rejected"])
     rows.append(["after dedup", ded["kept"], f"exact: {ded['exact_duplicates']}, near (cosine >= {ded['threshold']}): {ded['near_duplicates']}"])
     rows.append(["published", pub["published"], f"train {pub['train_examples']} ({pub['train_vessels']} vessels), eval {pub['eval_examples']} ({pub['eval_vessels']} vessels)"])
@@ -56,6 +99,7 @@ def render_report(run_dir: Path) -> str:
     mark = "balanced" if bal["balanced"] else "DOES NOT BALANCE"
     out += [f"Check: generated {bal['generated']} = kept {bal['kept']} + quarantined {bal['quarantined']} "
             f"+ deduped {bal['deduped']} ({mark}). Every rejected row is in `dataset/quarantine.parquet` with its reason.", ""]
+    out += generation_section(gen, seeds)
     if gen.get("planted_errors"):
         out += [f"Offline teacher planted {gen['planted_errors']} wrong values (teacher.corrupt_share); "
                 f"the grounding gate caught {val['planted_errors_caught']}.", ""]

@@ -17,7 +17,10 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
+from tasks.artifacts import quarantine_row, write_quarantine
+from tasks.catalogue import FORMS
 from tasks.config import TeacherConfig
+from tasks.errors import TeacherError
 from tasks.seeds import Seed, read_seeds
 
 SYSTEM_PROMPT = (
@@ -31,16 +34,32 @@ PROMPT_VERSION = "ais-template-v1"
 @dataclass
 class Generation:
     seed_id: str
-    question: str
-    answer: str
+    turns: list[dict[str, str]]    # [{question, reasoning, answer}], one per dialogue turn
     teacher: str
     prompt_version: str
     # set only by the offline teacher when config teacher.corrupt_share planted a wrong value;
     # the validators never read it, the report uses it to measure how many the gate caught
     planted_error: str | None = None
+    model: str | None = None
+    tokens: dict[str, int] | None = None
+    cost_usd: float | None = None
+
+    @property
+    def question(self) -> str:
+        return self.turns[0]["question"]
+
+    @property
+    def answer(self) -> str:
+        return assistant_text(self.turns[-1])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def assistant_text(turn: dict[str, str]) -> str:
+    """The assistant's message: the short worked reasoning, then the answer."""
+    reasoning = (turn.get("reasoning") or "").strip()
+    return f"{reasoning} {turn['answer'].strip()}" if reasoning else turn["answer"].strip()
 
 
 def _hhmm(iso: str) -> str:
@@ -51,209 +70,328 @@ def _day(iso: str) -> str:
     return pd.Timestamp(iso).strftime("%Y-%m-%d")
 
 
-def _who(seed: Seed, mmsi: int | None = None) -> str:
-    mmsi = seed.asked_mmsi if mmsi is None else mmsi
+def _who(mmsi: int, seed: Seed) -> str:
+    if not mmsi:
+        return "the area"
     if mmsi == seed.mmsi and seed.vessel_name:
         return f"vessel {mmsi} ({seed.vessel_name})"
     return f"vessel {mmsi}"
 
 
-QUESTIONS: dict[str, list[str]] = {
-    "max_speed": [
-        "What was the highest speed over ground reported by {who} between {start} and {end} UTC on {day}?",
-        "How fast did {who} go at most between {start} and {end} UTC?",
-        "From these reports, what is the maximum SOG of {who} in the window {start}-{end} UTC?",
-        "Between {start} and {end} UTC on {day}, what top speed did {who} report?",
+UNANSWERABLE: dict[str, list[str]] = {
+    "vessel": [
+        "The records provided contain no reports from vessel {asked}, so the data is insufficient to answer.",
+        "This cannot be determined from the data: none of the reports shown comes from vessel {asked}.",
+        "There are no AIS records for vessel {asked} in the data given, so I cannot answer without guessing.",
     ],
-    "mean_speed": [
-        "What was the average speed over ground of {who} between {start} and {end} UTC on {day}?",
-        "Using the reports above, what mean speed did {who} keep from {start} to {end} UTC?",
-        "Compute the mean SOG of {who} for {start}-{end} UTC.",
-        "On average, how fast was {who} moving between {start} and {end} UTC?",
+    "window": [
+        "The records provided cover {data_day} only; there are no reports from {asked_day}, so the data is insufficient to answer.",
+        "This cannot be determined from the data: the reports shown are from {data_day}, not from {asked_day}.",
+        "There are no AIS records for {asked_day} in the data given, so I cannot answer without guessing.",
     ],
-    "distance_run": [
-        "How far did {who} travel between {start} and {end} UTC on {day}?",
-        "What distance did {who} cover from {start} to {end} UTC, following its reported positions?",
-        "Estimate the distance run by {who} in the window {start}-{end} UTC.",
-        "Over {start}-{end} UTC, how many nautical miles did {who} sail?",
-    ],
-    "arrival": [
-        "At which port did {who} stop, and when did it arrive?",
-        "When did {who} arrive in port, and which port was it?",
-        "Identify the port {who} called at and its arrival time.",
-        "Where did {who} come to a stop, and at what time?",
-    ],
-    "departure": [
-        "When did {who} leave port, and from which port?",
-        "At what time did {who} depart, and which port was it leaving?",
-        "From which port did {who} get underway, and when?",
-        "Identify the port {who} departed from and the departure time.",
-    ],
-    "dwell": [
-        "How long did {who} stay in port, and which port was it?",
-        "What was the dwell time of {who} at the port in these reports?",
-        "For how long was {who} stopped at the port, from arrival to departure?",
-        "How much time did {who} spend in port during this call?",
+    "port": [
+        "The reports provided show no call at {asked_port}; the data is insufficient to say when vessel {present} was there.",
+        "This cannot be determined from the data: none of the reports shown places vessel {present} at {asked_port}.",
+        "There are no AIS records of vessel {present} at {asked_port} in the data given, so I cannot answer without guessing.",
     ],
 }
-
-ANSWERS: dict[str, list[str]] = {
-    "max_speed": [
-        "The highest speed over ground reported by {who} between {start} and {end} UTC was {max_sog_kn} knots.",
-        "{Who} reached a maximum of {max_sog_kn} knots over ground in that window.",
-    ],
-    "mean_speed": [
-        "Averaging the {n_speeds} available speed reports, {who} kept a mean speed over ground of {mean_sog_kn} knots between {start} and {end} UTC.",
-        "{Who} averaged {mean_sog_kn} knots over ground from {start} to {end} UTC (mean of {n_speeds} speed reports).",
-    ],
-    "distance_run": [
-        "Summing the great-circle distances of the {n_legs} legs between its {n_positions} reports, {who} covered {distance_nm} nautical miles between {start} and {end} UTC.",
-        "{Who} ran {distance_nm} nautical miles from {start} to {end} UTC, adding up the distances between consecutive reported positions.",
-    ],
-    "arrival": [
-        "{Who} stopped at {port_name} ({locode}); its first stopped report there is at {arrival} UTC.",
-        "{Who} arrived at {port_name} ({locode}) at {arrival} UTC.",
-    ],
-    "departure": [
-        "{Who} departed from {port_name} ({locode}); its last stopped report there is at {departure} UTC.",
-        "{Who} left {port_name} ({locode}) at {departure} UTC.",
-    ],
-    "dwell": [
-        "{Who} stayed at {port_name} ({locode}) from {arrival} to {departure} UTC, a dwell of {dwell_minutes} minutes (about {dwell_hours} hours).",
-        "The call at {port_name} ({locode}) lasted {dwell_minutes} minutes, from arrival at {arrival} to departure at {departure} UTC.",
-    ],
-}
-
-UNANSWERABLE = [
-    "The records provided are for vessel {present} only; there are no reports from vessel {asked}, so the data is insufficient to answer.",
-    "This cannot be determined from the data: the reports shown come from vessel {present}, not from vessel {asked}.",
-    "There are no AIS records for vessel {asked} in the data given (only vessel {present} appears), so I cannot answer without guessing.",
+PORT_QUESTIONS = [
+    "When did {who} arrive at {asked_port}?",
+    "How long did {who} stay at {asked_port}?",
+    "At what time did {who} leave {asked_port}?",
 ]
+FOLLOWUP_OPENERS = ["", "And ", "Next: ", "Also, ", "Follow-up: "]
 
 
 class TemplateTeacher:
-    """Offline teacher: fills phrasing templates with the computed values."""
+    """Offline teacher: fills the catalogue's phrasing templates with the computed values."""
 
     name = "template"
 
-    def __init__(self, cfg: TeacherConfig, seed: int = 0):
+    def __init__(self, cfg: TeacherConfig, seed: int = 0, name: str = "template"):
         self.cfg = cfg
         self.seed = seed
+        self.name = name
 
     def _rng(self, seed: Seed) -> np.random.Generator:
         digest = hashlib.sha256(f"{self.seed}|{seed.seed_id}".encode()).digest()
         return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
-    def _values(self, seed: Seed) -> dict[str, str]:
-        who = _who(seed)
+    def _values(self, seed: Seed, turn: dict[str, Any]) -> dict[str, str]:
+        who = _who(seed.asked_mmsi, seed)
         values = {
             "who": who, "Who": who[0].upper() + who[1:],
             "start": _hhmm(seed.window_start), "end": _hhmm(seed.window_end), "day": _day(seed.window_start),
         }
-        fact = seed.fact
-        if not seed.answerable:
-            return values
-        if seed.form in ("max_speed", "mean_speed", "distance_run"):
-            values |= {
-                "max_sog_kn": f"{fact['max_sog_kn']:.1f}", "mean_sog_kn": f"{fact['mean_sog_kn']:.1f}",
-                "distance_nm": f"{fact['distance_nm']:.1f}", "n_speeds": str(fact["n_speeds"]),
-                "n_positions": str(fact["n_positions"]), "n_legs": str(fact["n_positions"] - 1),
-            }
-        else:
-            values |= {
-                "port_name": fact["port_name"], "locode": fact["locode"], "arrival": _hhmm(fact["arrival"]),
-                "departure": _hhmm(fact["departure"]), "dwell_minutes": f"{fact['dwell_minutes']:.0f}",
-                "dwell_hours": f"{fact['dwell_minutes'] / 60:.1f}",
-            }
+        if seed.answerable:
+            turn_seed = Seed(**{**seed.to_dict(), "fact": turn["fact"], "grounding": turn["grounding"], "form": turn["form"]})
+            values |= FORMS[turn["form"]].values(turn_seed)
         return values
 
-    def _plant_error(self, seed: Seed, values: dict[str, str], rng: np.random.Generator) -> str:
-        """Mimic a sloppy LLM: one stated value off by 15-40 % (or 10-40 minutes)."""
-        key = {"max_speed": "max_sog_kn", "mean_speed": "mean_sog_kn", "distance_run": "distance_nm",
-               "arrival": "arrival", "departure": "departure", "dwell": "dwell_minutes"}[seed.form]
-        if key in ("arrival", "departure"):
-            shifted = pd.Timestamp(seed.fact[key]) + pd.Timedelta(minutes=int(rng.integers(10, 41)) * int(rng.choice([-1, 1])))
+    def _plant_error(self, form: str, fact: dict[str, Any], values: dict[str, str], rng: np.random.Generator) -> str:
+        """Mimic a sloppy LLM: one stated value off by 15-40 % (or a time 10-40 minutes off)."""
+        key, how = FORMS[form].plant
+        if how == "time":
+            shifted = pd.Timestamp(fact[key]) + pd.Timedelta(minutes=int(rng.integers(10, 41)) * int(rng.choice([-1, 1])))
             values[key] = shifted.strftime("%H:%M")
         else:
             factor = 1 + float(rng.uniform(0.15, 0.4)) * float(rng.choice([-1, 1]))
             original = float(values[key])
             wrong = original * factor if original > 0.5 else original + float(rng.uniform(1.0, 3.0))
-            values[key] = f"{wrong:.0f}" if key == "dwell_minutes" else f"{wrong:.1f}"
+            if how in ("minutes", "count"):
+                # whole numbers: move by at least 2 so rounding never gives the true value back
+                step = max(2, round(abs(wrong - original)))
+                wrong = original + step if original < step or rng.random() < 0.5 else original - step
+                values[key] = f"{wrong:.0f}"
+            else:
+                if abs(wrong - original) < 1.0:  # small values: a change the tolerances cannot absorb
+                    wrong = original + (1.0 if original < 1.0 or rng.random() < 0.5 else -1.0)
+                values[key] = f"{wrong:.1f}"
         return key
+
+    def _unanswerable(self, seed: Seed, rng: np.random.Generator) -> dict[str, str]:
+        kind = (seed.unanswerable or {}).get("kind", "vessel")
+        fact = seed.fact
+        values = self._values(seed, {})
+        if kind == "port":
+            values["asked_port"] = f"{fact['asked_port_name']} ({fact['asked_locode']})"
+            question = str(rng.choice(PORT_QUESTIONS)).format(**values)
+        else:
+            template = str(rng.choice(FORMS[seed.form].questions))
+            if kind == "window":
+                values |= {"day": fact["asked_day"]}
+                if "{day}" not in template:
+                    template = "On {day}, " + template[0].lower() + template[1:]
+            question = template.format(**values)
+        answer = str(rng.choice(UNANSWERABLE[kind])).format(
+            present=seed.mmsi, asked=seed.asked_mmsi, data_day=_day(seed.window_start),
+            asked_day=fact.get("asked_day"), asked_port=values.get("asked_port"),
+        )
+        return {"question": question, "reasoning": "", "answer": answer}
 
     def generate(self, seed: Seed) -> Generation:
         rng = self._rng(seed)
-        values = self._values(seed)
-        question = str(rng.choice(QUESTIONS[seed.form])).format(**values)
-        planted = None
         if not seed.answerable:
-            answer = str(rng.choice(UNANSWERABLE)).format(present=seed.mmsi, asked=seed.asked_mmsi)
-        else:
-            if rng.random() < self.cfg.corrupt_share:
-                planted = self._plant_error(seed, values, rng)
-            answer = str(rng.choice(ANSWERS[seed.form])).format(**values)
-        return Generation(seed.seed_id, question, answer, f"{self.name}", PROMPT_VERSION, planted)
-
-
-def build_teacher(cfg: TeacherConfig, seed: int) -> TemplateTeacher:
-    if cfg.kind == "template":
-        return TemplateTeacher(cfg, seed)
-    raise NotImplementedError(cfg.kind)  # config validation rejects other kinds before this
+            return Generation(seed.seed_id, [self._unanswerable(seed, rng)], self.name, PROMPT_VERSION)
+        turns_in = [{"form": seed.form, "fact": seed.fact, "grounding": seed.grounding}] + list(seed.followups)
+        planted, turns = None, []
+        plant_turn = int(rng.integers(0, len(turns_in))) if rng.random() < self.cfg.corrupt_share else None
+        for i, t in enumerate(turns_in):
+            form = FORMS[t["form"]]
+            values = self._values(seed, t)
+            question = str(rng.choice(form.questions)).format(**values)
+            if i:
+                opener = str(rng.choice(FOLLOWUP_OPENERS))
+                question = opener + (question[0].lower() + question[1:] if opener else question)
+            if i == plant_turn and form.plant:
+                planted = self._plant_error(t["form"], t["fact"], values, rng)
+            reasoning = str(rng.choice(form.reasoning)).format(**values) if form.reasoning else ""
+            turns.append({"question": question, "reasoning": reasoning, "answer": str(rng.choice(form.answers)).format(**values)})
+        return Generation(seed.seed_id, turns, self.name, PROMPT_VERSION, planted)
 
 
 def user_turn(seed: Seed, question: str) -> str:
     return f"{seed.context}\n\nQuestion: {question}"
 
 
+def example_grounding(seed: Seed) -> list[dict[str, Any]]:
+    """Every value the dialogue may state, each marked with the turn that asks for it."""
+    out = [{**g, "turn": 0} for g in seed.grounding]
+    for i, f in enumerate(seed.followups, start=1):
+        out += [{**g, "turn": i} for g in f["grounding"]]
+    return out
+
+
 def to_example(seed: Seed, gen: Generation, generation_seed: int) -> dict[str, Any]:
     """A chat-format example with its provenance (what a reader needs to re-run the fact)."""
     example_id = hashlib.sha1(f"{seed.seed_id}|{gen.teacher}|{gen.prompt_version}".encode()).hexdigest()[:16]
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+    for i, turn in enumerate(gen.turns):
+        messages.append({"role": "user", "content": user_turn(seed, turn["question"]) if i == 0 else turn["question"]})
+        messages.append({"role": "assistant", "content": assistant_text(turn)})
+    facts = [seed.fact] + [f["fact"] for f in seed.followups]
     return {
         "id": example_id,
-        "messages": [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": user_turn(seed, gen.question)},
-            {"role": "assistant", "content": gen.answer},
-        ],
-        "question": gen.question,
-        "answer": gen.answer,
+        "messages": messages,
+        "question": "\n".join(t["question"] for t in gen.turns),
+        "answer": "\n".join(assistant_text(t) for t in gen.turns),
         "category": seed.category,
         "difficulty": seed.difficulty,
         "form": seed.form,
+        "forms": [seed.form] + [f["form"] for f in seed.followups],
+        "turns": len(gen.turns),
         "answerable": seed.answerable,
+        "unanswerable_kind": (seed.unanswerable or {}).get("kind"),
         "mmsi": seed.mmsi,
         "asked_mmsi": seed.asked_mmsi,
         "vessel_name": seed.vessel_name,
         "vessel_type": seed.vessel_type,
+        "region": seed.region,
         "window_start": seed.window_start,
         "window_end": seed.window_end,
         "seed_id": seed.seed_id,
         "fact_sql": seed.fact_sql,
         "fact_sql_digest": seed.fact_sql_digest,
         "fact_params": json.dumps(seed.fact_params, sort_keys=True),
-        "fact": json.dumps(seed.fact, sort_keys=True),
-        "grounding": json.dumps(seed.grounding),
+        "fact": json.dumps(facts[0] if len(facts) == 1 else facts, sort_keys=True),
+        "grounding": json.dumps(example_grounding(seed)),
         "source_hash": seed.source_hash,
         "teacher": gen.teacher,
+        "teacher_model": gen.model,
         "prompt_version": gen.prompt_version,
         "generation_seed": generation_seed,
         "planted_error": gen.planted_error,
+        "tokens": json.dumps(gen.tokens) if gen.tokens else None,
+        "cost_usd": gen.cost_usd,
     }
 
 
-def generate_examples(seeds_path: Path, cfg: TeacherConfig, generation_seed: int, out_path: Path) -> dict[str, Any]:
+TEACHER_SYSTEM_PROMPT = (
+    "You write training examples for a maritime AIS analyst assistant. The answers were computed by "
+    "SQL over the AIS records; you only write the words around them. Return one JSON object and "
+    "nothing else: {\"turns\": [{\"question\": str, \"reasoning\": str, \"answer\": str}, ...]} "
+    "with exactly the number of turns asked for. Rules: each question is what a user would ask "
+    "about the records shown; the reasoning is one or two short sentences of worked method; the "
+    "answer states every value marked required, with its unit, rounded as given; state no number, "
+    "time, date, vessel or port that is not in the computed values; times are HH:MM UTC. If the "
+    "question cannot be answered from the records, the answer says the data is insufficient."
+)
+LLM_PROMPT_VERSION = "ais-llm-v1"
+
+
+def _value_line(g: dict[str, Any]) -> str:
+    value = g["value"]
+    if g["kind"] == "time":
+        value = f"{value} (write as {pd.Timestamp(value).strftime('%H:%M')} UTC)"
+    elif isinstance(value, float):
+        value = f"{value:.1f}" if g["kind"] != "degrees" else f"{value:.0f}"
+    flag = "required" if g.get("required") else ("must NOT be stated" if g["kind"] == "distractor" else "optional")
+    return f"- {g['name']} = {value} [{g['kind']}, {flag}]"
+
+
+def teacher_messages(seed: Seed, draft: Generation) -> list[dict[str, str]]:
+    """The prompt an LLM teacher gets: the records, the computed values of every turn, and a
+    grounded draft to rewrite in its own words (between <draft> tags)."""
+    turns = [{"form": seed.form, "grounding": seed.grounding}] + [
+        {"form": f["form"], "grounding": f["grounding"]} for f in seed.followups]
+    lines = [f"Category: {seed.category}; difficulty: {seed.difficulty}; turns: {len(turns)}.", "",
+             "AIS records the student will see (do not repeat them):", seed.context, ""]
+    if not seed.answerable:
+        kind = (seed.unanswerable or {}).get("kind", "vessel")
+        lines += [f"This question is UNANSWERABLE on purpose ({kind} not in the records). Values:"]
+        lines += [_value_line(g) for g in seed.grounding]
+    else:
+        for i, t in enumerate(turns, start=1):
+            lines += [f"Turn {i} asks: {t['form'].replace('_', ' ')}. Computed values:"]
+            lines += [_value_line(g) for g in t["grounding"]]
+    draft_json = json.dumps({"turns": draft.turns}, ensure_ascii=False)
+    lines += ["", "A correct draft (rewrite it in your own words and vary the phrasing; keep every value):",
+              f"<draft>{draft_json}</draft>", "", "Answer with the JSON object only."]
+    return [{"role": "system", "content": TEACHER_SYSTEM_PROMPT}, {"role": "user", "content": "\n".join(lines)}]
+
+
+def assign_teachers(seeds: list[Seed], cfg: TeacherConfig, generation_seed: int) -> dict[str, str]:
+    """Seed id -> teacher name, by share; stable across runs (a hash of the seed, not its order)."""
+    total = sum(t.share for t in cfg.teachers)
+    bounds, acc = [], 0.0
+    for t in cfg.teachers:
+        acc += t.share / total
+        bounds.append((acc, t.name))
+    out = {}
+    for seed in seeds:
+        u = int(hashlib.sha256(f"{generation_seed}|{seed.seed_id}".encode()).hexdigest()[:12], 16) / 16**12
+        out[seed.seed_id] = next((name for bound, name in bounds if u < bound), bounds[-1][1])
+    return out
+
+
+def generate_examples(
+    seeds_path: Path, cfg: TeacherConfig, generation_seed: int, out_path: Path,
+    cache_path: Path | None = None, ledger_path: Path | None = None, quarantine_path: Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Every seed goes to one teacher (by share). The template teacher writes offline; LLM
+    teachers get the prompt with a grounded draft, through the cached, rate-limited runner.
+    Outputs that stay invalid, and seeds a stopped run did not reach, go to quarantine."""
     seeds = read_seeds(seeds_path)
-    teacher = build_teacher(cfg, generation_seed)
     out_path = Path(out_path)
-    tmp = out_path.with_suffix(".tmp")
+    quarantine_path = Path(quarantine_path or out_path.with_name("quarantine_generate.parquet"))
+    ledger_path = Path(ledger_path or out_path.with_name("teacher_ledger.jsonl"))
+    specs = {t.name: t for t in cfg.teachers}
+    assigned = assign_teachers(seeds, cfg, generation_seed)
+    drafter = TemplateTeacher(cfg.model_copy(update={"corrupt_share": 0.0}), generation_seed)
+    generations: dict[str, Generation] = {}
+    items = []
+    for seed in seeds:
+        spec = specs[assigned[seed.seed_id]]
+        if spec.kind == "template":
+            generations[seed.seed_id] = TemplateTeacher(cfg, generation_seed, name=spec.name).generate(seed)
+        else:
+            from tasks.llm.runner import WorkItem
+
+            items.append(WorkItem(seed.seed_id, spec.name, teacher_messages(seed, drafter.generate(seed)),
+                                  1 + len(seed.followups) if seed.answerable else 1, seed.category))
+    by_id = {s.seed_id: s for s in seeds}
+    rejected: list[dict[str, Any]] = []
+    llm: dict[str, Any] = {}
+    if items:
+        from tasks.llm.runner import run_items
+
+        if cache_path is None:
+            raise ValueError("LLM teachers need a response cache path")
+        summary = run_items(items, cfg, Path(cache_path), ledger_path, progress=progress)
+        per_category: dict[str, dict[str, float]] = {}
+        for r in summary.results:
+            seed = by_id[r.item_id]
+            cat = per_category.setdefault(seed.category, {"accepted": 0, "cost_usd": 0.0})
+            cat["cost_usd"] += r.cost_usd
+            if r.status == "accepted":
+                cat["accepted"] += 1
+                generations[r.item_id] = Generation(
+                    r.item_id, [t.model_dump() for t in r.output.turns], r.teacher, LLM_PROMPT_VERSION, None,
+                    model=r.model, tokens={"input": r.input_tokens, "output": r.output_tokens, "tries": r.tries},
+                    cost_usd=round(r.cost_usd, 6),
+                )
+            else:
+                record = {"id": r.item_id, "mmsi": seed.mmsi, "teacher": r.teacher, "model": r.model, "status": r.status,
+                          "raw_text": r.raw_text, "tries": r.tries, "category": seed.category, "form": seed.form}
+                rejected.append(quarantine_row("generate", f"{r.status}:{r.reason}", r.detail, record))
+        accepted = sum(1 for r in summary.results if r.status == "accepted")
+        llm = {
+            "items": len(items), "accepted": accepted, "calls": summary.calls, "cache_hits": summary.cache_hits,
+            "input_tokens": summary.input_tokens, "output_tokens": summary.output_tokens,
+            "cost_usd": round(summary.cost_usd, 6), "stopped": summary.stopped,
+            "cost_per_accepted_usd": round(summary.cost_usd / accepted, 6) if accepted else None,
+            "per_teacher": summary.per_teacher,
+            "per_category": {c: {**v, "cost_usd": round(v["cost_usd"], 6),
+                                 "cost_per_accepted_usd": round(v["cost_usd"] / v["accepted"], 6) if v["accepted"] else None}
+                             for c, v in sorted(per_category.items())},
+        }
+        if accepted == 0:
+            reasons: dict[str, int] = {}
+            for r in summary.results:
+                reasons[f"{r.status}:{r.reason}"] = reasons.get(f"{r.status}:{r.reason}", 0) + 1
+            write_quarantine(rejected, quarantine_path)
+            raise TeacherError(
+                f"no LLM teacher output was accepted: {len(items)} seeds gave {reasons}"
+                f"{' (stopped: ' + summary.stopped + ')' if summary.stopped else ''}; the ledger is {ledger_path}, "
+                f"the rejected outputs are in {quarantine_path}. Check the teacher's base_url, key variable and model"
+            )
     planted = 0
+    teachers: dict[str, int] = {}
+    tmp = out_path.with_suffix(".tmp")
     with open(tmp, "w") as fh:
         for seed in seeds:
-            gen = teacher.generate(seed)
+            gen = generations.get(seed.seed_id)
+            if gen is None:
+                continue
             planted += gen.planted_error is not None
+            teachers[gen.teacher] = teachers.get(gen.teacher, 0) + 1
             fh.write(json.dumps(to_example(seed, gen, generation_seed)) + "\n")
     tmp.replace(out_path)
-    return {"generated": len(seeds), "teacher": teacher.name, "planted_errors": planted}
+    write_quarantine(rejected, quarantine_path)
+    return {"seeds": len(seeds), "generated": sum(teachers.values()), "rejected": len(rejected),
+            "teacher": ", ".join(f"{k} ({v})" for k, v in sorted(teachers.items())), "per_teacher": teachers,
+            "planted_errors": planted, "llm": llm}
 
 
 generate_task = task(name="generate-examples")(generate_examples)

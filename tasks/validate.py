@@ -29,7 +29,8 @@ MMSI_RE = re.compile(r"(?<![\d.])\d{9}(?![\d.])")
 NUMBER_RE = re.compile(
     r"(?<![\w.,])(?P<num>-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:[.,]\d+)?)(?![\d])"
     r"\s*(?P<unit>knots?|kts?|kn|nautical\s+miles?|nmi|nm|minutes?|mins?|hours?|hrs?|h|"
-    r"(?:speed\s+|position\s+)?reports?|legs?|positions?)?(?![a-z])",
+    r"(?:speed\s+|position\s+)?reports?|legs?|positions?|degrees?|deg|°|vessels?|ships?|pairs?|encounters?|"
+    r"days?|metres?|meters?|m|(?:major\s+)?course\s+changes?|turns?|alterations?)?(?![a-z])",
     re.IGNORECASE,
 )
 UNIT_KINDS = {
@@ -38,12 +39,16 @@ UNIT_KINDS = {
     "min": "minutes", "minute": "minutes",
     "h": "hours", "hr": "hours", "hour": "hours",
     "report": "count", "speed": "count", "position": "count", "leg": "count",
+    "vessel": "count", "ship": "count", "pair": "count", "encounter": "count", "day": "count",
+    "course": "count", "major": "count", "turn": "count", "alteration": "count",
+    "degree": "degrees", "deg": "degrees", "°": "degrees",
+    "metre": "metres", "meter": "metres", "m": "metres",
 }
 REFUSAL_RE = re.compile(
     r"insufficient|cannot be determined|cannot answer|no (?:ais )?(?:records|reports)|not in the data|not present",
     re.IGNORECASE,
 )
-TOLERANCE_KINDS = ("speed_kn", "distance_nm", "minutes", "hours", "count", "id")
+TOLERANCE_KINDS = ("speed_kn", "distance_nm", "minutes", "hours", "count", "id", "degrees", "metres", "number")
 
 
 @dataclass(frozen=True)
@@ -95,9 +100,8 @@ def _number(text: str) -> float:
 
 def extract_claims(text: str, names: list[str]) -> Claims:
     # names can hold digits ("EAGLE 2"): take the known ones out before reading numbers
-    for name in names:
-        if name:
-            text = text.replace(name, " ")
+    for name in sorted({n for n in names if n}, key=len, reverse=True):
+        text = re.sub(rf"(?<!\w){re.escape(name)}(?!\w)", " ", text)
     times = []
     for h, m, s, ampm in TIME_RE.findall(text):
         hour = int(h)
@@ -125,6 +129,9 @@ def _tolerance(kind: str, cfg: ValidateConfig) -> float:
         "hours": 0.051,  # written with 1 decimal
         "count": 0.0,
         "id": 0.0,
+        "degrees": 1.0,   # courses and bearings are written to the degree
+        "metres": 0.51,   # dimensions are written to the metre
+        "number": 0.051,  # any other value written with 1 decimal
     }[kind]
 
 
@@ -135,9 +142,11 @@ def _loads(value: Any) -> Any:
 def check_grounding(example: dict[str, Any], cfg: ValidateConfig) -> Verdict:
     grounding = _loads(example["grounding"])
     fact = _loads(example["fact"])
-    names = [n for n in (example.get("vessel_name"), fact.get("port_name")) if isinstance(n, str)]
+    facts = fact if isinstance(fact, list) else [fact]
+    names = [n for n in [example.get("vessel_name")] + [f.get("port_name") for f in facts] if isinstance(n, str)]
+    names += [g["value"] for g in grounding if g["kind"] in ("name", "label") and isinstance(g["value"], str)]
     allowed_times = [_minute_of_day(g["value"]) for g in grounding if g["kind"] == "time"]
-    allowed_days = {str(g["value"])[:10] for g in grounding if g["kind"] == "time"}
+    allowed_days = {str(g["value"])[:10] for g in grounding if g["kind"] in ("time", "date")}
     allowed_codes = {g["value"] for g in grounding if g["kind"] == "entity"}
     distractors = [g["value"] for g in grounding if g["kind"] == "distractor"]
     numeric = [g for g in grounding if g["kind"] in TOLERANCE_KINDS]
@@ -151,25 +160,29 @@ def check_grounding(example: dict[str, Any], cfg: ValidateConfig) -> Verdict:
             return False
         return abs(n - float(g["value"])) <= _tolerance(g["kind"], cfg) + 1e-9
 
-    # the question may only name the window and the vessel it asks about
-    question = example["messages"][-2]["content"].rsplit("Question:", 1)[-1]
-    asked = {int(g["value"]) for g in grounding if g["name"] in ("asked_mmsi", "mmsi")}
+    # the questions may only name the window and the vessels the fact is about
+    user_turns = [m["content"] for m in example["messages"] if m["role"] == "user"]
+    questions = [user_turns[0].rsplit("Question:", 1)[-1]] + user_turns[1:]
+    asked = {int(g["value"]) for g in grounding if g["kind"] == "id"}
     if not example.get("answerable", True):
         asked = {int(g["value"]) for g in grounding if g["name"] == "asked_mmsi"}
-    q = extract_claims(question, names)
-    for t in q.times:
-        if not any(time_ok(t, ref) for ref in allowed_times):
-            return Verdict(False, "question_off_fact", "the question names a time outside the fact's window")
-    for mmsi in MMSI_RE.findall(question):
-        if int(mmsi) not in asked:
-            return Verdict(False, "question_off_fact", f"the question names vessel {mmsi}, not the fact's")
+    for question in questions:
+        q = extract_claims(question, names)
+        for t in q.times:
+            if not any(time_ok(t, ref) for ref in allowed_times):
+                return Verdict(False, "question_off_fact", "the question names a time outside the fact's window")
+        for mmsi in MMSI_RE.findall(question):
+            if int(mmsi) not in asked:
+                return Verdict(False, "question_off_fact", f"the question names vessel {mmsi}, not the fact's")
 
     assistant_turns = [m["content"] for m in example["messages"] if m["role"] == "assistant"]
+    claims = []
     for turn in assistant_turns:
         for d in distractors:
-            if re.search(rf"(?<!\w){re.escape(d)}(?!\w)", turn) and not any(d in n for n in names):
-                return Verdict(False, "ungrounded_entity", f"names {d}, which is not the computed port")
+            if re.search(rf"(?<!\w){re.escape(d)}(?!\w)", turn, re.IGNORECASE) and not any(d in n for n in names):
+                return Verdict(False, "ungrounded_entity", f"names {d}, which is not the computed value")
         c = extract_claims(turn, names)
+        claims.append(c)
         for t in c.times:
             if not any(time_ok(t, ref) for ref in allowed_times):
                 return Verdict(False, "ungrounded_time", f"{int(t) // 60:02d}:{int(t) % 60:02d} matches no computed time")
@@ -178,27 +191,34 @@ def check_grounding(example: dict[str, Any], cfg: ValidateConfig) -> Verdict:
                 return Verdict(False, "ungrounded_date", d)
         for code in c.codes:
             if code not in allowed_codes:
-                return Verdict(False, "ungrounded_entity", f"{code} is not the computed port")
+                return Verdict(False, "ungrounded_entity", f"{code} is not a computed port")
         for n, unit in c.numbers:
             if not any(number_ok(n, unit, g) for g in numeric):
                 return Verdict(False, "ungrounded_number", f"{n:g}{' ' + unit if unit else ''} matches no computed value")
 
-    answer = assistant_turns[-1]
-    if not example.get("answerable", True) and not REFUSAL_RE.search(answer):
+    if not example.get("answerable", True) and not REFUSAL_RE.search(assistant_turns[-1]):
         return Verdict(False, "unanswerable_not_refused", "answer to an unanswerable question does not say the data is insufficient")
 
-    final = extract_claims(answer, names)
     for g in grounding:
         if not g.get("required"):
             continue
+        turn = int(g.get("turn", 0))
+        if turn >= len(assistant_turns):
+            return Verdict(False, "missing_turn", f"the dialogue has no answer for turn {turn + 1}")
+        final, text = claims[turn], assistant_turns[turn]
         if g["kind"] == "time":
             stated = any(time_ok(t, _minute_of_day(g["value"])) for t in final.times)
         elif g["kind"] == "entity":
             stated = g["value"] in final.codes
+        elif g["kind"] == "date":
+            stated = str(g["value"])[:10] in text
+        elif g["kind"] in ("label", "name"):
+            stated = re.search(rf"(?<!\w){re.escape(str(g['value']))}(?!\w)", text, re.IGNORECASE) is not None
         else:
             stated = any(number_ok(n, unit, g) for n, unit in final.numbers)
         if not stated:
-            return Verdict(False, "missing_required_value", f"answer does not state {g['name']}")
+            where = f" (turn {turn + 1})" if len(assistant_turns) > 1 else ""
+            return Verdict(False, "missing_required_value", f"answer does not state {g['name']}{where}")
     return Verdict(True)
 
 

@@ -12,13 +12,13 @@ CONTEXT = "AIS position reports for vessel MMSI 366000001 (SEA STAR, cargo), 202
 def movement_seed(form: str = "mean_speed", mmsi: int = 366000001, mean: float = 12.34, maxv: float = 13.06,
                   dist: float = 12.27, n: int = 25, hour: int = 6) -> Seed:
     fact = {"n_positions": n, "n_speeds": n, "mean_sog_kn": mean, "max_sog_kn": maxv, "distance_nm": dist}
-    values = {
+    counts = [{"name": "n_positions", "value": n, "kind": "count", "required": False},
+              {"name": "n_speeds", "value": n, "kind": "count", "required": False},
+              {"name": "n_legs", "value": n - 1, "kind": "count", "required": False}]
+    values = counts + {
         "max_speed": [{"name": "max_sog_kn", "value": maxv, "kind": "speed_kn", "required": True}],
-        "mean_speed": [{"name": "mean_sog_kn", "value": mean, "kind": "speed_kn", "required": True},
-                       {"name": "n_speeds", "value": n, "kind": "count", "required": False}],
-        "distance_run": [{"name": "distance_nm", "value": dist, "kind": "distance_nm", "required": True},
-                         {"name": "n_positions", "value": n, "kind": "count", "required": False},
-                         {"name": "n_legs", "value": n - 1, "kind": "count", "required": False}],
+        "mean_speed": [{"name": "mean_sog_kn", "value": mean, "kind": "speed_kn", "required": True}],
+        "distance_run": [{"name": "distance_nm", "value": dist, "kind": "distance_nm", "required": True}],
     }[form]
     start, end = f"2024-01-15T{hour:02d}:00:00", f"2024-01-15T{hour + 1:02d}:00:00"
     return Seed(

@@ -1,0 +1,88 @@
+"""On-disk response cache: a repeated or resumed run replays answers instead of paying twice.
+
+SQLite in WAL mode with synchronous=NORMAL: every `put` is its own committed transaction, so a
+run killed at any point keeps every answer it received, and several processes may share one file.
+The key is the sha256 of canonical JSON of (API kind, model, messages, parameters that change the
+output). The base URL and the key are deliberately not in it: the same model behind another URL
+gives the same answer, and a key must never reach a file.
+
+Only successful HTTP responses are stored, including ones whose text then fails validation, so a
+resumed run re-asks exactly as the first run did and gets the same cached re-ask answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+CACHE_FORMAT = 1  # bump when the key recipe changes, so old entries are not misread
+
+_SCHEMA = """
+create table if not exists responses (
+    key text primary key,
+    model text not null,
+    text text not null,
+    input_tokens integer not null,
+    output_tokens integer not null,
+    created_at text not null
+)
+"""
+
+
+def cache_key(kind: str, model: str, messages: list[dict], params: dict[str, Any]) -> str:
+    """sha256 hex of canonical JSON of what decides the answer (no URL, no key)."""
+    payload = {"format": CACHE_FORMAT, "kind": kind, "model": model, "messages": messages, "params": params}
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedResponse:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    model: str
+
+
+class ResponseCache:
+    """`get(key)` / `put(key, text, input_tokens, output_tokens, model)` over one SQLite file."""
+
+    key = staticmethod(cache_key)
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # autocommit (isolation_level=None): each INSERT commits alone, which is "one commit per put"
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        self._db.execute("pragma journal_mode=wal")
+        self._db.execute("pragma synchronous=normal")
+        self._db.execute(_SCHEMA)
+
+    def get(self, key: str) -> CachedResponse | None:
+        row = self._db.execute(
+            "select text, input_tokens, output_tokens, model from responses where key = ?", (key,)
+        ).fetchone()
+        return None if row is None else CachedResponse(row[0], int(row[1]), int(row[2]), row[3])
+
+    def put(self, key: str, text: str, input_tokens: int, output_tokens: int, model: str) -> None:
+        self._db.execute(
+            "insert or replace into responses values (?, ?, ?, ?, ?, ?)",
+            (key, model, text, int(input_tokens), int(output_tokens), datetime.now(timezone.utc).isoformat()),
+        )
+
+    def __len__(self) -> int:
+        return int(self._db.execute("select count(*) from responses").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "ResponseCache":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
