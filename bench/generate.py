@@ -7,7 +7,7 @@ The issue it answers (issue 5):
     (concurrency / latency); last line `efficiency_at_32=<fraction> rps_at_32=<n>`; target >= 0.8
     at 32."
 
-    .venv/bin/python bench/generate.py [--levels 1,8,32,64] [--latency-s 0.25] [--items-per-level 4]
+    .venv/bin/python bench/generate.py [--levels 1,8,32,64] [--latency-s 0.25] [--items-per-level 8]
                                        [--profile 32]
 
 Server. `python -m tasks.llm.loopback --port 0 --latency-s 0.25` in a SEPARATE process, so the
@@ -64,7 +64,7 @@ if str(REPO_ROOT) not in sys.path:
 
 LEVELS = (1, 8, 32, 64)
 LATENCY_S = 0.25
-ITEMS_PER_SLOT = 4  # items per level = max(ITEMS_PER_SLOT * c, MIN_ITEMS)
+ITEMS_PER_SLOT = 8  # waves of calls per level: a long run's steady state, with the per-run setup (clients, cache, ledger) spread over 8 waves, not 4
 MIN_ITEMS = 40
 TARGET_EFFICIENCY = 0.8
 MODEL = "bench-model"
