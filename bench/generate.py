@@ -15,7 +15,7 @@ server's CPU (HTTP parsing, JSON) does not share this process's GIL with the cli
 every request with the JSON draft the prompt carries (tasks/llm/loopback.py draft_responder).
 
 Client. The whole runtime, as the pipeline uses it: `tasks.llm.runner.run_items` with ONE teacher
-(kind openai_compatible -> distilabel OpenAILLM -> the openai SDK -> httpx), base_url = the
+(kind openai_compatible -> distilabel OpenAILLM -> the openai SDK -> its aiohttp transport), base_url = the
 server, model "bench-model" priced 0/0, concurrency = the level, no requests/min or tokens/min cap,
 json_mode on. Each level gets N = max(items_per_level * c, 40) distinct items and a fresh cache and
 ledger in a temp dir, so nothing is a cache hit; every prompt carries a valid one-turn JSON answer

@@ -208,6 +208,9 @@ DEFAULT_PRICES: dict[str, dict[str, float]] = {
 }
 
 
+_KEYLIKE_RE = re.compile(r"\b(?:sk|pk|rk|key)-[A-Za-z0-9_\-]{6,}")
+
+
 class Price(Section):
     input_per_mtok: float = Field(..., ge=0, description="USD per million input (prompt) tokens.")
     output_per_mtok: float = Field(..., ge=0, description="USD per million output (completion) tokens.")
@@ -272,9 +275,13 @@ class TeacherConfig(Section):
     backoff_max_s: float = Field(60.0, gt=0, description="Longest single wait, Retry-After included.")
     max_reasks: int = Field(2, ge=0, description="Re-asks when the output is not valid JSON of the expected shape.")
     max_consecutive_failures: int = Field(
-        25, ge=1, description="A teacher whose last N requests all failed after retries stops; its remaining seeds are reported, not lost."
+        25, ge=1, description="A teacher whose last N tries all failed stops; its remaining seeds are quarantined "
+        "as not_run, not lost. A 429 counts only when its item has used up max_retries (429s slow a teacher down)."
     )
-    budget_usd: float | None = Field(None, gt=0, description="Stop generating (keeping all done so far) when spend reaches this.")
+    budget_usd: float | None = Field(
+        None, gt=0, description="USD this run may spend (cached answers are free): no call starts that the spend, the "
+        "calls in flight and its own expected cost would take past it; generation then stops, keeping all done so far."
+    )
     cache_path: Path | None = Field(
         None, description="SQLite response cache shared by runs; default <run.runs_dir>/teacher_cache.sqlite."
     )
@@ -401,6 +408,9 @@ def parse_config(data: dict[str, Any], origin: str = "config") -> PipelineConfig
             where = ".".join(str(p) for p in err["loc"]) or "(top level)"
             if err["type"] == "extra_forbidden":
                 problems.append(f"{where}: unknown key (check the spelling; see pipeline_configs/maritime_ais.yaml)")
+            elif err["loc"][:1] == ("teacher",):
+                # never echo teacher input: a key pasted where a variable NAME belongs would be logged
+                problems.append(f"{where}: {_KEYLIKE_RE.sub('[redacted]', str(err['msg']))}")
             else:
                 problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError(f"{origin}: " + "; ".join(problems)) from None

@@ -54,15 +54,21 @@ def generation_section(gen: dict[str, Any], seeds: dict[str, Any]) -> list[str]:
         out += ["## Teachers and cost", "",
                 f"{llm['items']} seeds went to LLM teachers: {llm['accepted']} accepted; {llm['calls']} calls, "
                 f"{llm['cache_hits']} answered from the response cache; {llm['input_tokens']} input + "
-                f"{llm['output_tokens']} output tokens; cost {_money(llm['cost_usd'])} "
+                f"{llm['output_tokens']} output tokens; paid in this run {_money(llm['cost_usd'])}; the examples cost "
+                f"{_money(llm.get('item_cost_usd'))} to make, cached answers included "
                 f"({_money(llm['cost_per_accepted_usd'])} per accepted example)"
                 + (f"; stopped early: {llm['stopped']}" if llm.get("stopped") else "") + ".", ""]
+        def per_accepted(t: dict[str, Any]) -> str:
+            n = t.get("statuses", {}).get("accepted", 0)
+            return _money(t["item_cost_usd"] / n) if n and t.get("item_cost_usd") is not None else "-"
+
         rows = [[name, t.get("model"), t.get("items"), t.get("statuses", {}).get("accepted", 0), t.get("calls"),
-                 t.get("retries"), t.get("reasks"), t.get("input_tokens"), t.get("output_tokens"), _money(t.get("cost_usd"))]
+                 t.get("retries"), t.get("reasks"), t.get("input_tokens"), t.get("output_tokens"), _money(t.get("cost_usd")),
+                 per_accepted(t)]
                 for name, t in sorted(llm.get("per_teacher", {}).items())]
         if rows:
             out += [_table(["teacher", "model", "seeds", "accepted", "calls", "retries", "re-asks", "input tok",
-                            "output tok", "cost"], rows), ""]
+                            "output tok", "paid", "cost per accepted"], rows), ""]
         rows = [[c, v["accepted"], _money(v["cost_usd"]), _money(v["cost_per_accepted_usd"])]
                 for c, v in llm.get("per_category", {}).items()]
         if rows:

@@ -33,24 +33,23 @@ from tasks.ports import load_ports
 __all__ = ["Seed", "ContextSpec", "build_seeds", "read_seeds", "sample_seeds", "unanswerable_from", "vessel_type_name"]
 
 UNANSWERABLE_KINDS = ("vessel", "window", "port")
-# forms the asked MMSI alone answers (its MID gives the flag): never made "vessel not in the data"
-ANSWERED_BY_MMSI = {"flag_state"}
 
 
 def _absent_mmsi(rng: np.random.Generator, present: set[int]) -> int:
+    """An MMSI not in the data, with a MID that is (so "foreign MID -> refuse" is no shortcut)."""
+    mids = sorted({m // 1_000_000 for m in present if 200 <= m // 1_000_000 <= 799}) or [366, 367, 368, 369]
     while True:
-        candidate = int(rng.choice([338, 366, 367, 368, 369])) * 1_000_000 + int(rng.integers(0, 1_000_000))
+        candidate = int(rng.choice(mids)) * 1_000_000 + int(rng.integers(0, 1_000_000))
         if candidate not in present:
             return candidate
 
 
 def _absent_day(seed: Seed, days: set[str], rng: np.random.Generator) -> str:
-    start = pd.Timestamp(seed.window_start)
-    while True:
-        shift = int(rng.integers(2, 30)) * int(rng.choice([-1, 1]))
-        day = (start + pd.Timedelta(days=shift)).strftime("%Y-%m-%d")
-        if day not in days:
-            return day
+    """A day 2-29 days before the data's first day or after its last: never one the data covers."""
+    first, last = pd.Timestamp(min(days)), pd.Timestamp(max(days))
+    shift = pd.Timedelta(days=int(rng.integers(2, 30)))
+    day = first - shift if rng.random() < 0.5 else last + shift
+    return day.strftime("%Y-%m-%d")
 
 
 def unanswerable_from(seed: Seed, absent_mmsi: int, kind: str = "vessel", absent_day: str | None = None,
@@ -84,7 +83,7 @@ def unanswerable_from(seed: Seed, absent_mmsi: int, kind: str = "vessel", absent
         assert absent_port is not None
         grounding = [
             {"name": "asked_mmsi", "value": seed.mmsi, "kind": "id", "required": False},
-            {"name": "asked_port", "value": absent_port[1], "kind": "entity", "required": False},
+            {"name": "asked_port", "value": absent_port[1], "kind": "entity", "required": True},
         ] + base
         fact |= {"asked_mmsi": seed.mmsi, "asked_port_name": absent_port[0], "asked_locode": absent_port[1]}
     else:
@@ -96,6 +95,14 @@ def unanswerable_from(seed: Seed, absent_mmsi: int, kind: str = "vessel", absent
         "answerable": False, "asked_mmsi": asked_mmsi, "grounding": grounding, "fact": fact,
         "followups": [], "unanswerable": {"kind": kind},
     })
+
+
+def _absent_ports(seed: Seed, ports: pd.DataFrame | None) -> pd.DataFrame:
+    """Ports neither asked about nor listed in the seed's context (an empty frame when none)."""
+    if ports is None:
+        return pd.DataFrame(columns=["port_name", "locode"])
+    named = {g["value"] for g in seed.grounding if g["kind"] in ("entity", "distractor")}
+    return ports[~ports["locode"].isin(named) & ~ports["port_name"].isin(named)]
 
 
 def _round_robin(pool: list[Seed], n: int, rng: np.random.Generator) -> list[Seed]:
@@ -182,29 +189,30 @@ def sample_seeds(
             dialogues += 1
 
     # unanswerable: built on answerable single-turn seeds, kinds spread evenly where they apply
-    present_ports = set()
+    def applicable_kinds(b: Seed) -> list[str]:
+        allowed = FORMS[b.form].unanswerable_kinds  # e.g. a flag question: the MMSI itself answers it
+        kinds = []
+        if b.mmsi and "vessel" in allowed:
+            kinds.append("vessel")
+        if days and "window" in allowed:
+            kinds.append("window")
+        if b.mmsi and "port" in allowed and b.category == "port_activity" and len(_absent_ports(b, ports)):
+            kinds.append("port")
+        return kinds
+
     n_unanswerable = round(len(chosen) * cfg.unanswerable_share / (1 - cfg.unanswerable_share)) if chosen else 0
-    bases = [s for s in chosen if not s.followups]
+    bases = [s for s in chosen if not s.followups and applicable_kinds(s)]
     made: list[Seed] = []
     kinds_made: dict[str, int] = defaultdict(int)
     if n_unanswerable and bases:
         picks = sorted(rng.choice(len(bases), size=min(n_unanswerable, len(bases)), replace=False))
         for j, i in enumerate(picks):
             b = bases[i]
-            applicable = []
-            if b.mmsi and b.form not in ANSWERED_BY_MMSI:
-                applicable += ["vessel"]
-            if days:
-                applicable += ["window"]
-            if b.mmsi and b.category == "port_activity" and ports is not None and len(ports) > 1:
-                applicable += ["port"]
-            if not applicable:
-                continue
+            applicable = applicable_kinds(b)
             kind = applicable[j % len(applicable)]
             absent_port = None
             if kind == "port":
-                present_ports = {g["value"] for g in b.grounding if g["kind"] in ("entity", "distractor")}
-                pool = ports[~ports["locode"].isin(present_ports) & ~ports["port_name"].isin(present_ports)]
+                pool = _absent_ports(b, ports)
                 row = pool.iloc[int(rng.integers(0, len(pool)))]
                 absent_port = (str(row["port_name"]), str(row["locode"]))
             made.append(unanswerable_from(

@@ -101,7 +101,7 @@ def _number(text: str) -> float:
 def extract_claims(text: str, names: list[str]) -> Claims:
     # names can hold digits ("EAGLE 2"): take the known ones out before reading numbers
     for name in sorted({n for n in names if n}, key=len, reverse=True):
-        text = re.sub(rf"(?<!\w){re.escape(name)}(?!\w)", " ", text)
+        text = re.sub(rf"(?<!\w){re.escape(name)}(?!\w)", " ", text, flags=re.IGNORECASE)
     times = []
     for h, m, s, ampm in TIME_RE.findall(text):
         hour = int(h)
@@ -174,6 +174,18 @@ def check_grounding(example: dict[str, Any], cfg: ValidateConfig) -> Verdict:
         for mmsi in MMSI_RE.findall(question):
             if int(mmsi) not in asked:
                 return Verdict(False, "question_off_fact", f"the question names vessel {mmsi}, not the fact's")
+
+    if not example.get("answerable", True):
+        # the question must ask about the absent vessel, day or port: a refusal to a question the
+        # records do answer would teach the student to refuse answerable questions
+        first = questions[0]
+        for g in grounding:
+            if g["name"] == "asked_mmsi" and g.get("required") and str(g["value"]) not in first:
+                return Verdict(False, "unanswerable_question_off", f"the question does not name vessel {g['value']}")
+            if g["name"] == "asked_day" and str(g["value"]) not in first:
+                return Verdict(False, "unanswerable_question_off", f"the question does not name {g['value']}")
+            if g["name"] == "asked_port" and str(g["value"]) not in first:
+                return Verdict(False, "unanswerable_question_off", f"the question does not name port {g['value']}")
 
     assistant_turns = [m["content"] for m in example["messages"] if m["role"] == "assistant"]
     claims = []

@@ -247,6 +247,10 @@ class Form:
     values: Callable[[Seed], dict[str, str]]
     reasoning: tuple[str, ...] = ()
     plant: tuple[str, str] | None = None
+    # what an unanswerable variant of this form may ask about instead: another vessel, another
+    # day, another port. A flag question has none (the MMSI's MID answers it on any day); static
+    # particulars do not change by day, so they take "vessel" only.
+    unanswerable_kinds: tuple[str, ...] = ("vessel", "window", "port")
 
 
 FORMS: dict[str, Form] = {}

@@ -193,6 +193,7 @@ register_form(Form(
         "Looking the ship_type field up in the AIS ship-type codes:",
     ),
     values=_identity_values, plant=("type_code", "count"),
+    unanswerable_kinds=("vessel",),
 ))
 register_form(Form(
     "vessel_identifiers", "identity", "easy",
@@ -210,6 +211,7 @@ register_form(Form(
         "Reading the name, call_sign and imo fields of the static data:",
     ),
     values=_identity_values, plant=("imo_number", "count"),
+    unanswerable_kinds=("vessel",),
 ))
 register_form(Form(
     "vessel_size", "identity", "medium",
@@ -227,6 +229,7 @@ register_form(Form(
         "Reading the length_m and width_m fields of the static data:",
     ),
     values=_identity_values, plant=("length_m", "number"),
+    unanswerable_kinds=("vessel",),
 ))
 register_form(Form(
     "flag_state", "identity", "medium",
@@ -244,6 +247,7 @@ register_form(Form(
         "MMSI {mmsi} starts with MID {mid}; looking MID {mid} up in the ITU allocations gives {country}.",
     ),
     values=_identity_values, plant=("mid", "count"),
+    unanswerable_kinds=(),
 ))
 register_form(Form(
     "vessel_profile", "identity", "hard",
@@ -261,6 +265,7 @@ register_form(Form(
         "Three lookups: MID {mid} in the ITU allocations, ship type {type_code} in the type codes, then length and beam from the static data.",
     ),
     values=_identity_values, plant=("length_m", "number"),
+    unanswerable_kinds=(),
 ))
 
 

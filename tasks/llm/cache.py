@@ -34,9 +34,13 @@ create table if not exists responses (
 """
 
 
-def cache_key(kind: str, model: str, messages: list[dict], params: dict[str, Any]) -> str:
-    """sha256 hex of canonical JSON of what decides the answer (no URL, no key)."""
+def cache_key(kind: str, model: str, messages: list[dict], params: dict[str, Any], base_url: str | None = None) -> str:
+    """sha256 hex of canonical JSON of what decides the answer (never the key). The URL is part of
+    it only for openai_compatible teachers: two local servers may serve different weights under
+    one model id, while a vendor's model id names one model wherever it is reached from."""
     payload = {"format": CACHE_FORMAT, "kind": kind, "model": model, "messages": messages, "params": params}
+    if kind == "openai_compatible":
+        payload["base_url"] = (base_url or "").rstrip("/")
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

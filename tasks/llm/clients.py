@@ -118,6 +118,8 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 def classify(exc: BaseException, secrets: tuple[str, ...] = ()) -> CallError:
     """An SDK / transport exception as a CallError (the detail never carries a key)."""
+    if isinstance(exc, CallError):
+        return exc
     detail = redact(f"{type(exc).__name__}: {exc}", secrets)
     if isinstance(exc, (openai.APITimeoutError, anthropic.APITimeoutError, TimeoutError)):
         # the SDKs' aiohttp transport reports a refused connection as a connect *timeout*
@@ -226,14 +228,19 @@ class _TeacherOpenAILLM(OpenAILLM):
         import httpx2
 
         response = await self._aclient.post("/chat/completions", body=body, cast_to=httpx2.Response)
-        data = json.loads(await response.aread())
-        choice = (data.get("choices") or [{}])[0]
-        usage = data.get("usage") or {}
-        return prepare_output(
-            [(choice.get("message") or {}).get("content")],
-            input_tokens=[int(usage.get("prompt_tokens") or 0)],
-            output_tokens=[int(usage.get("completion_tokens") or 0)],
-        )
+        raw = await response.aread()
+        try:
+            data = json.loads(raw)
+            choice = (data.get("choices") or [{}])[0]
+            usage = data.get("usage") or {}
+            text = (choice.get("message") or {}).get("content")
+            tokens = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+            raise CallError("bad_response", None, response.status_code,
+                            f"the chat completion is not the OpenAI shape ({type(exc).__name__})") from None
+        if text is not None and not isinstance(text, str):
+            raise CallError("bad_response", None, response.status_code, "message.content is not text")
+        return prepare_output([text], input_tokens=[tokens[0]], output_tokens=[tokens[1]])
 
 
 class _TeacherAnthropicLLM(AnthropicLLM):

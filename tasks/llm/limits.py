@@ -64,13 +64,13 @@ class RateLimiter:
         """No new call starts for `seconds` (a 429's Retry-After applies to the whole teacher)."""
         self._paused_until = max(self._paused_until, self._clock() + seconds)
 
-    async def _wait_pause(self) -> None:
+    async def wait_pause(self) -> None:
         while (left := self._paused_until - self._clock()) > 0:
             await asyncio.sleep(left)
 
     async def acquire(self, est_tokens: int) -> None:
         """Wait until one more call of about `est_tokens` tokens fits under every cap."""
-        await self._wait_pause()
+        await self.wait_pause()
         if self._requests is None and self._tokens is None:
             return
         async with self._lock:  # FIFO: callers are served in arrival order
@@ -84,7 +84,7 @@ class RateLimiter:
                 await asyncio.sleep(wait)
             for bucket, n in buckets:
                 bucket.level -= n
-        await self._wait_pause()
+        await self.wait_pause()
 
     def correct(self, est_tokens: int, actual_tokens: int) -> None:
         """Give back (or charge) the difference between the estimate and the real usage."""

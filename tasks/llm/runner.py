@@ -183,6 +183,7 @@ class _Run:
         call is the only one that can pass the line."""
         budget = self.cfg.budget_usd
         while True:
+            await t.limiter.wait_pause()  # a 429's Retry-After may have arrived while this waited for a slot
             self._check_stop(t)
             if budget is None or not self.in_flight or self.spent_usd + self.reserved_usd + next_cost <= budget:
                 return
@@ -209,7 +210,7 @@ class _Run:
 
     async def _ask(self, item: WorkItem, t: _Teacher, messages: list[dict], purpose: str, acc: _Acc) -> _Reply:
         client = t.client
-        key = cache_key(t.spec.kind, client.model, messages, client.params)
+        key = cache_key(t.spec.kind, client.model, messages, client.params, t.spec.base_url)
         hit = self.cache.get(key)
         if hit is not None:
             acc.tries += 1
@@ -246,8 +247,13 @@ class _Run:
                     latency_s=latency, retry_after_s=err.retry_after_s, reason=err.detail,
                 )
                 acc.last_error = err
-                self._failed_try(t, err)
+                # a 429 is the provider pacing us, not failing: it slows the teacher (Retry-After,
+                # lower concurrency) and only counts toward stopping it once the item runs out of tries
+                if err.kind != "rate_limited":
+                    self._failed_try(t, err)
                 if err.kind not in RETRYABLE_KINDS or attempt >= self.cfg.max_retries:
+                    if err.kind == "rate_limited":
+                        self._failed_try(t, err)
                     raise
                 attempt += 1
                 delay = self._backoff_s(attempt, err)

@@ -4,6 +4,7 @@ loopback server, with faults, a budget, and a run where nothing succeeds."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -73,7 +74,8 @@ def test_four_teachers_in_one_run_with_faults_every_try_counted(seeds_path, tmp_
             return "429:0.2"
         if n % 13 == 6:
             return "500"
-        if len(request["messages"]) <= 2 and hash(request["messages"][-1]["content"]) % 11 == 0:
+        digest = hashlib.sha1(request["messages"][-1]["content"].encode()).digest()[0]
+        if len(request["messages"]) <= 2 and digest % 5 == 0:
             return "malformed"
         return None
 
@@ -93,7 +95,10 @@ def test_four_teachers_in_one_run_with_faults_every_try_counted(seeds_path, tmp_
     ledger = _ledger(tmp_path / "ledger.jsonl")
     network = [t for t in ledger if t["outcome"] != "cached"]
     assert len(network) == requests
-    assert {"rate_limited", "server_error"} <= {t["outcome"] for t in ledger}
+    assert {"rate_limited", "server_error", "invalid_output"} <= {t["outcome"] for t in ledger}
+    reasks = [t for t in network if t["purpose"] == "reask"]
+    answered = [t for t in reasks if t["outcome"] in ("ok", "invalid_output")]
+    assert answered and all(t["input_tokens"] > 0 for t in answered)  # the re-ask's tokens are counted too
     llm = stats["llm"]
     assert llm["calls"] == requests and llm["input_tokens"] == sum(t["input_tokens"] for t in network)
     assert llm["cost_usd"] == pytest.approx(sum(t["cost_usd"] for t in network), abs=1e-6)
@@ -162,3 +167,29 @@ def test_missing_key_is_a_config_error_naming_the_variable(seeds_path, tmp_path,
                                                       "base_url": "http://127.0.0.1:9/v1", "api_key_env": "TW_TEST_ABSENT_KEY"}]})
     with pytest.raises(ConfigError, match="TW_TEST_ABSENT_KEY"):
         generate_examples(seeds_path, cfg, 11, tmp_path / "g.jsonl", tmp_path / "cache.sqlite")
+
+
+def test_a_key_pasted_into_the_config_is_refused_without_echoing_it():
+    from tasks.config import load_config
+    from tasks.errors import ConfigError
+
+    secret = "sk-proj-PASTEDKEY0123456789"
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {"teacher": {"teachers": [{"name": "g", "kind": "openai", "model": "gpt-4o",
+                                                     "api_key_env": secret}]}})
+    assert "NAME of an environment variable" in str(err.value) and secret not in str(err.value)
+
+
+def test_when_only_the_llm_teachers_fail_the_template_share_is_kept(seeds_path, tmp_path, keys):
+    with LoopbackLLM(faults=lambda n, r: "garbage_body") as srv:
+        cfg = TeacherConfig.model_validate({
+            "teachers": [{"name": "template", "kind": "template", "share": 0.5},
+                         {"name": "local", "kind": "openai_compatible", "model": "local-model",
+                          "base_url": srv.openai_base_url, "share": 0.5}],
+            "prices": {"local-model": {"input_per_mtok": 0, "output_per_mtok": 0}},
+            "backoff_base_s": 0.01, "max_retries": 1, "max_consecutive_failures": 5,
+        })
+        stats = generate_examples(seeds_path, cfg, 11, tmp_path / "g.jsonl", tmp_path / "cache.sqlite",
+                                  tmp_path / "l.jsonl", tmp_path / "q.parquet")
+    assert stats["llm"]["accepted"] == 0 and stats["per_teacher"] == {"template": stats["generated"]} and stats["generated"] > 0
+    assert stats["generated"] + stats["rejected"] == stats["seeds"]

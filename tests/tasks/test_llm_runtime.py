@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx2
@@ -180,6 +181,25 @@ def test_429_waits_retry_after_then_succeeds(tmp_path, srv):
     assert len(srv.requests) == 2
 
 
+def test_a_burst_of_429s_slows_the_teacher_without_stopping_it(tmp_path, srv):
+    """A provider pacing a busy teacher: the first 30 requests get 429 with Retry-After 0.3 s.
+    The run keeps going, every item is answered, and no request is sent inside a pause."""
+    srv.set_faults(lambda n, r: "429:0.3" if n < 30 else None)
+    summary = run(tmp_path, make_items(40, "gpt"), config(spec(srv, concurrency=16), max_consecutive_failures=5))
+    assert summary.stopped is None
+    assert [r.status for r in summary.results] == ["accepted"] * 40
+    lines = read_ledger(tmp_path / "run.jsonl")
+    assert sum(l["outcome"] == "rate_limited" for l in lines) == 30
+    # after the first 429 is seen, the next request waits out (most of) its Retry-After
+    def at(line):  # when the try's answer came back
+        return datetime.fromisoformat(line["ts"]).timestamp()
+
+    times = sorted(at(l) for l in lines)
+    first_429 = min(at(l) for l in lines if l["outcome"] == "rate_limited")
+    later = [t for t in times if t > first_429 + 0.05]
+    assert later and min(later) >= first_429 + 0.25
+
+
 def test_retry_after_is_capped_by_backoff_max(tmp_path, srv):
     srv.set_faults(["429:30"])
     t0 = time.perf_counter()
@@ -311,16 +331,25 @@ def test_second_run_is_served_from_cache(tmp_path, srv):
     assert all(l["cost_usd"] == 0 for l in read_ledger(tmp_path / "second.jsonl"))
 
 
-def test_cache_key_ignores_base_url_and_key(tmp_path, srv, monkeypatch):
+def test_cache_key_ignores_a_vendor_url_and_the_key(tmp_path, srv, monkeypatch):
     items = make_items(2, "gpt")
-    run(tmp_path, items, config(spec(srv)))
+    run(tmp_path, items, config(spec(srv, kind="openai")))
     monkeypatch.setenv(KEY_ENV, "sk-another-key-456")
     with LoopbackLLM() as other:
-        again = run(tmp_path, items, config(spec(other)), "again")
+        again = run(tmp_path, items, config(spec(other, kind="openai")), "again")
         assert other.requests == [] and again.cache_hits == 2
         # but a parameter that changes the answer is a different entry
-        warmer = run(tmp_path, items, config(spec(other, temperature=0.2)), "warmer")
+        warmer = run(tmp_path, items, config(spec(other, kind="openai", temperature=0.2)), "warmer")
         assert len(other.requests) == 2 and warmer.calls == 2
+
+
+def test_two_openai_compatible_servers_never_share_answers(tmp_path, srv):
+    """Two local servers may serve different weights under one model id: the URL is in the key."""
+    items = make_items(2, "gpt")
+    run(tmp_path, items, config(spec(srv)))
+    with LoopbackLLM() as other:
+        again = run(tmp_path, items, config(spec(other)), "again")
+        assert len(other.requests) == 2 and again.cache_hits == 0
 
 
 def test_cache_key_and_store(tmp_path):

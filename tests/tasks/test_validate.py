@@ -62,6 +62,21 @@ def test_unanswerable_must_refuse_and_invent_nothing():
     assert validate_example(no_refusal, CFG).reason == "unanswerable_not_refused"
 
 
+def test_an_unanswerable_question_must_ask_about_what_is_absent():
+    """A refusal is only right for a question about the absent vessel: the same refusal to a
+    question about the vessel in the records would teach the student to refuse answerable ones."""
+    seed = unanswerable_seed(absent=367123999)
+    ex = example(seed)
+    ex["messages"][1]["content"] = ex["messages"][1]["content"].replace("vessel 367123999", "this vessel")
+    assert validate_example(ex, CFG).reason == "unanswerable_question_off"
+
+
+def test_vessel_names_match_in_any_case():
+    ex = example(port_seed("dwell"))  # vessel "OCEAN 7"
+    ex["messages"][-1]["content"] = "Ocean 7 " + ex["messages"][-1]["content"]
+    assert validate_example(ex, CFG).keep
+
+
 def test_schema_rejects_bad_turns():
     ex = example(movement_seed())
     ex["messages"] = ex["messages"][:1] + [{"role": "assistant", "content": "x"}, {"role": "assistant", "content": "y"}]
