@@ -12,7 +12,7 @@ import pandas as pd
 from prefect import task
 
 from tasks.config import SplitConfig
-from tasks.split import assign_splits
+from tasks.split import assign_splits, split_key
 from tasks.artifacts import QUARANTINE_COLUMNS, read_jsonl, replace_dir, write_jsonl
 
 # what a trainer and lm-eval read; the full provenance stays in examples.parquet
@@ -35,7 +35,7 @@ def publish_dataset(
     examples = read_jsonl(deduped_path)
     splits = assign_splits(examples, cfg)
     for ex in examples:
-        ex["split"] = splits[str(ex["mmsi"])]
+        ex["split"] = splits[split_key(ex)]
     for split in ("train", "eval"):
         rows = [{k: ex[k] for k in TRAIN_FIELDS} for ex in examples if ex["split"] == split]
         write_jsonl(rows, staging / f"{split}.jsonl")
@@ -54,7 +54,7 @@ def publish_dataset(
     manifest = {
         "examples": len(examples),
         "splits": counts,
-        "vessels": {s: sorted(int(m) for m, v in splits.items() if v == s) for s in ("train", "eval")},
+        "vessels": {s: sorted(int(m) for m, v in splits.items() if v == s and m.isdigit()) for s in ("train", "eval")},
         "quarantine": {f"{k[0]}/{k[1]}": int(v) for k, v in quarantine.groupby(["stage", "reason"]).size().items()},
         "files": {p.name: _sha256(p) for p in sorted(staging.iterdir())},
     }

@@ -10,13 +10,17 @@ import pandas as pd
 
 
 def funnel_balance(stats: dict[str, Any]) -> dict[str, int]:
-    """generated = kept + quarantined (validation) + deduped. The report prints it; a test checks it."""
-    generated = stats["generate"]["generated"]
+    """seeds = generated + quarantined by the teacher stage, and generated = kept + quarantined
+    (validation) + deduped. The report prints it; a test checks it."""
+    gen = stats["generate"]
+    generated = gen["generated"]
     quarantined = stats["validate"]["rejected"]
     deduped = stats["dedup"]["exact_duplicates"] + stats["dedup"]["near_duplicates"]
     kept = stats["publish"]["published"]
-    return {"generated": generated, "kept": kept, "quarantined": quarantined, "deduped": deduped,
-            "balanced": int(generated == kept + quarantined + deduped)}
+    seeds = stats["seeds"]["seeds"]
+    return {"seeds": seeds, "teacher_rejected": gen.get("rejected", 0), "generated": generated, "kept": kept,
+            "quarantined": quarantined, "deduped": deduped,
+            "balanced": int(generated == kept + quarantined + deduped and seeds == generated + gen.get("rejected", 0))}
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -33,19 +37,37 @@ def _money(v: Any) -> str:
     return "-" if v is None else f"${float(v):.4f}"
 
 
-def generation_section(gen: dict[str, Any], seeds: dict[str, Any]) -> list[str]:
-    """Shares against their targets, and what the LLM teachers cost."""
+def published_shares(examples: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """The question mix of the published examples, in the seed table's terms."""
+    out: dict[str, dict[str, float]] = {"category": {}, "difficulty": {}, "kind": {}}
+    if not len(examples):
+        return out
+    answerable = examples[examples["answerable"].astype(bool)]
+    for dim in ("category", "difficulty"):
+        counts = answerable[dim].value_counts()
+        out[dim] = {k: float(v) / max(len(answerable), 1) for k, v in counts.items()}
+    out["kind"]["unanswerable"] = float((~examples["answerable"].astype(bool)).mean())
+    out["kind"]["multi_turn"] = float((examples["turns"] > 1).mean()) if "turns" in examples else 0.0
+    return out
+
+
+def generation_section(gen: dict[str, Any], seeds: dict[str, Any], examples: pd.DataFrame | None = None) -> list[str]:
+    """Shares against their targets (seeds, and what was published), and what the teachers cost."""
     out: list[str] = []
     shares = seeds.get("shares")
     if shares:
+        published = published_shares(examples) if examples is not None else None
         rows = []
         for dim, table in shares.items():
             for key, row in table.items():
                 rows.append([dim, key, f"{row['target']:.3f}", f"{row['actual']:.3f}",
-                             "yes" if row["within_tolerance"] else "NO"])
-        out += ["## Question mix (seed questions)", "",
-                "Category and difficulty shares are of answerable seeds; unanswerable and multi-turn of all seeds.", "",
-                _table(["dimension", "value", "target", "actual", "within tolerance"], rows), ""]
+                             "yes" if row["within_tolerance"] else "NO"]
+                            + ([f"{published[dim].get(key, 0.0):.3f}"] if published is not None else []))
+        headers = ["dimension", "value", "target", "seeds", "seeds within tolerance"] + (["published"] if published else [])
+        out += ["## Question mix", "",
+                "Category and difficulty shares are of answerable questions; unanswerable and multi-turn of all. "
+                "`published` is after the grounding gate and dedup, which drop some questions.", "",
+                _table(headers, rows), ""]
         short = [k for k, v in seeds.get("targets", {}).items() if "/" in k and v["taken"] < v["target"]]
         if short:
             out += [f"Short of candidates (fewer facts than the target asked): {', '.join(short)}.", ""]
@@ -103,9 +125,17 @@ def render_report(run_dir: Path) -> str:
     out += [_table(["stage", "count", "detail"], rows), ""]
     bal = funnel_balance(stats)
     mark = "balanced" if bal["balanced"] else "DOES NOT BALANCE"
-    out += [f"Check: generated {bal['generated']} = kept {bal['kept']} + quarantined {bal['quarantined']} "
-            f"+ deduped {bal['deduped']} ({mark}). Every rejected row is in `dataset/quarantine.parquet` with its reason.", ""]
-    out += generation_section(gen, seeds)
+    out += [f"Check: seed questions {bal['seeds']} = generated {bal['generated']} + quarantined by the teacher "
+            f"stage {bal['teacher_rejected']}; generated {bal['generated']} = kept {bal['kept']} + quarantined "
+            f"{bal['quarantined']} + deduped {bal['deduped']} ({mark}). Every rejected row is in "
+            "`dataset/quarantine.parquet` with its reason.", ""]
+    examples_path = run_dir / "dataset" / "examples.parquet"
+    published = None
+    if examples_path.exists():
+        published = pd.read_parquet(examples_path)
+        if "turns" not in published:
+            published = None
+    out += generation_section(gen, seeds, published)
     if gen.get("planted_errors"):
         out += [f"Offline teacher planted {gen['planted_errors']} wrong values (teacher.corrupt_share); "
                 f"the grounding gate caught {val['planted_errors_caught']}.", ""]

@@ -182,10 +182,11 @@ def sample_seeds(
     if n_dialogues and can_chain:
         for i in sorted(rng.choice(len(can_chain), size=min(n_dialogues, len(can_chain)), replace=False)):
             s = can_chain[i]
-            others = sorted({o.form: o for o in by_context[s.context] if o.form != s.form}.values(),
-                            key=lambda o: (DIFFICULTIES.index(o.difficulty), o.form))
+            others = sorted({o.form: o for o in by_context[s.context] if o.form != s.form}.values(), key=lambda o: o.form)
             k = int(rng.integers(1, min(cfg.max_followups, len(others)) + 1))
-            s.followups = [_followup(o) for o in others[:k]]
+            picked = [others[i] for i in rng.choice(len(others), size=k, replace=False)]
+            # asked in order of difficulty, as a user digs deeper
+            s.followups = [_followup(o) for o in sorted(picked, key=lambda o: (DIFFICULTIES.index(o.difficulty), o.form))]
             dialogues += 1
 
     # unanswerable: built on answerable single-turn seeds, kinds spread evenly where they apply

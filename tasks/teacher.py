@@ -226,6 +226,7 @@ def to_example(seed: Seed, gen: Generation, generation_seed: int) -> dict[str, A
         "answerable": seed.answerable,
         "unanswerable_kind": (seed.unanswerable or {}).get("kind"),
         "mmsi": seed.mmsi,
+        "split_key": str(seed.mmsi) if seed.mmsi else f"area:{seed.source_hash}",
         "asked_mmsi": seed.asked_mmsi,
         "vessel_name": seed.vessel_name,
         "vessel_type": seed.vessel_type,

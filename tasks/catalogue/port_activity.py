@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.catalogue.base import (
-    FORMS, CatalogueInputs, ContextSpec, Form, Seed, Tracks, format_track, iso, nearby_ports, register_builder,
-    register_form, register_renderer, report_lines, seed_id, text_or_none, vessel_type_name, region_of,
+    FORMS, CatalogueInputs, ContextSpec, Form, Seed, format_track, iso, nearby_ports, register_builder, register_form, register_renderer, report_lines, seed_id, text_or_none, vessel_type_name, region_of,
 )
 from tasks.geo import distance_nm
 

@@ -117,3 +117,14 @@ def trained(tmp_path_factory, tiny_student, chat_dataset, small_train_config):
     out_dir = tmp_path_factory.mktemp("train")
     result = train_lora(small_train_config, str(tiny_student), chat_dataset["train"], chat_dataset["eval"], out_dir)
     return result, out_dir
+
+
+@pytest.fixture(scope="session")
+def sim30(tmp_path_factory):
+    """One 30-vessel, 24-hour simulation (seed 5) staged and turned into facts for every catalogue
+    test module: (staged, facts, root). Read it; write next to it only under new names."""
+    from tests.tasks.factories import small_pipeline
+
+    root = tmp_path_factory.mktemp("sim30")
+    staged, facts = small_pipeline(root, seed=5, vessels=30, hours=24)
+    return staged, facts, root

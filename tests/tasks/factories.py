@@ -65,3 +65,31 @@ def example(seed: Seed, corrupt_share: float = 0.0, answer: str | None = None) -
 
 def unanswerable_seed(absent: int = 367123999) -> Seed:
     return unanswerable_from(movement_seed(), absent)
+
+
+def small_pipeline(root, seed: int = 5, vessels: int = 30, hours: float = 24):
+    """A real simulation ingested, staged and turned into facts: (staged, facts)."""
+    from tasks.config import FactsConfig, SimulateConfig
+    from tasks.facts import compute_facts
+    from tasks.ingest import ingest_noaa_csv
+    from tasks.ports import load_ports
+    from tasks.simulate import simulate
+    from tasks.stage import stage_positions
+
+    sim = simulate(SimulateConfig(seed=seed, vessels=vessels, hours=hours), load_ports(), root / "source")
+    ingest_noaa_csv(sim.csv_path, root / "w.duckdb")
+    staged = stage_positions(root / "w.duckdb", root / "staged")
+    return staged, compute_facts(root / "w.duckdb", None, FactsConfig(), root / "facts")
+
+
+def catalogue_inputs(staged, facts, cfg=None):
+    """What the catalogue's builders read, over a small_pipeline's output."""
+    import pandas as pd
+
+    from tasks.catalogue.base import POSITION_COLUMNS, CatalogueInputs, Tracks
+    from tasks.config import GenerateConfig
+    from tasks.ports import load_ports
+
+    positions = pd.read_parquet(staged.positions_path, columns=POSITION_COLUMNS)
+    return CatalogueInputs(staged.positions_path, Tracks(positions), load_ports(None), facts.paths, facts.params,
+                           facts.digests, cfg or GenerateConfig())

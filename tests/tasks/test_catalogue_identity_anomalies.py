@@ -16,14 +16,10 @@ from tasks.catalogue import BUILDERS, FORMS
 from tasks.catalogue.anomalies import gap_candidates, jump_candidates, loiter_candidates, received_tracks
 from tasks.catalogue.base import DIFFICULTIES, POSITION_COLUMNS, CatalogueInputs, Tracks, render_context
 from tasks.catalogue.identity import mid_excerpt, particulars_candidates
-from tasks.config import FactsConfig, GenerateConfig, SimulateConfig, TeacherConfig, ValidateConfig
-from tasks.facts import compute_facts
+from tasks.config import GenerateConfig, TeacherConfig, ValidateConfig
 from tasks.geo import distance_nm
-from tasks.ingest import ingest_noaa_csv
 from tasks.ports import load_ports
 from tasks.seeds import build_seeds, read_seeds
-from tasks.simulate import simulate
-from tasks.stage import stage_positions
 from tasks.teacher import TemplateTeacher, to_example
 from tasks.validate import validate_example
 
@@ -39,14 +35,9 @@ REPORT_RE = re.compile(r"^(\d\d:\d\d:\d\d)\|(-?[\d.]+)\|(-?[\d.]+)\|([\d.]+|NA)\
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A 30-vessel, 24-hour simulation staged and turned into facts once for the module."""
-    root = tmp_path_factory.mktemp("catalogue_ia")
-    sim = simulate(SimulateConfig(seed=5, vessels=30, hours=24), load_ports(), root / "source")
-    ingest_noaa_csv(sim.csv_path, root / "w.duckdb")
-    staged = stage_positions(root / "w.duckdb", root / "staged")
-    facts = compute_facts(root / "w.duckdb", None, FactsConfig(), root / "facts")
-    return staged, facts, root
+def run(sim30):
+    """A 30-vessel, 24-hour simulation staged and turned into facts (shared by the catalogue tests)."""
+    return sim30
 
 
 def _inputs(run, **cfg) -> CatalogueInputs:

@@ -15,19 +15,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.tasks.factories import catalogue_inputs
+
 from tasks.catalogue import BUILDERS, FORMS
 from tasks.catalogue.base import DIFFICULTIES, POSITION_COLUMNS, CatalogueInputs, Tracks, render_context
 from tasks.catalogue.movement import movement_candidates
 from tasks.catalogue.port_activity import port_area_rows, thinned_rows
-from tasks.config import FactsConfig, GenerateConfig, SimulateConfig, TeacherConfig, ValidateConfig
-from tasks.facts import compute_facts, fact_params, load_port_table
+from tasks.config import FactsConfig, GenerateConfig, TeacherConfig, ValidateConfig
+from tasks.facts import fact_params, load_port_table
 from tasks.geo import bearing_deg, destination, distance_nm
-from tasks.ingest import ingest_noaa_csv
 from tasks.ports import load_ports
 from tasks.seeds import sample_seeds
-from tasks.simulate import simulate
 from tasks.sqlfiles import create_table_from_sql
-from tasks.stage import stage_positions
 from tasks.teacher import TemplateTeacher, to_example
 from tasks.validate import _tolerance, validate_example
 
@@ -37,15 +36,9 @@ FACTS = FactsConfig()
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("catalogue_mp")
-    sim = simulate(SimulateConfig(seed=5, vessels=30, hours=24), load_ports(), tmp / "source")
-    ingest_noaa_csv(sim.csv_path, tmp / "w.duckdb")
-    staged = stage_positions(tmp / "w.duckdb", tmp / "staged")
-    facts = compute_facts(tmp / "w.duckdb", None, FACTS, tmp / "facts")
-    positions = pd.read_parquet(staged.positions_path, columns=POSITION_COLUMNS)
-    inputs = CatalogueInputs(Path(staged.positions_path), Tracks(positions), load_ports(None), facts.paths,
-                             facts.params, facts.digests, GenerateConfig())
+def world(sim30):
+    staged, facts, _ = sim30
+    inputs = catalogue_inputs(staged, facts)
     candidates = [s for name, build in sorted(BUILDERS.items()) if name.split(":")[0] in CATEGORIES for s in build(inputs)]
     return inputs, candidates
 

@@ -16,17 +16,15 @@ import duckdb
 import pandas as pd
 import pytest
 
+from tests.tasks.factories import catalogue_inputs
+
 from tasks.catalogue import FORMS
 from tasks.catalogue.base import POSITION_COLUMNS, CatalogueInputs, Tracks, render_context
 from tasks.catalogue.safety import encounter_candidates, horizon_geometry
 from tasks.catalogue.traffic import busiest_port_candidates, traffic_cell_candidates
-from tasks.config import FactsConfig, GenerateConfig, SimulateConfig, TeacherConfig, ValidateConfig
-from tasks.facts import FACT_QUERIES, compute_facts, fact_params
-from tasks.ingest import ingest_noaa_csv
-from tasks.ports import load_ports
-from tasks.simulate import simulate
+from tasks.config import FactsConfig, GenerateConfig, TeacherConfig, ValidateConfig
+from tasks.facts import FACT_QUERIES, fact_params
 from tasks.sqlfiles import create_table_from_sql, run_sql, sql_digest
-from tasks.stage import stage_positions
 from tasks.teacher import TemplateTeacher, to_example
 from tasks.validate import validate_example
 from tests.sql.test_encounters import PARAMS as ENCOUNTER_PARAMS, offset, positions_table, track
@@ -37,16 +35,10 @@ NM_PER_DEG = 3440.065 * math.pi / 180
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory):
+def sim(sim30):
     """Facts of a 30-vessel, 24-hour simulation, and the catalogue inputs over them."""
-    tmp = tmp_path_factory.mktemp("catalogue_traffic_safety")
-    result = simulate(SimulateConfig(seed=5, vessels=30, hours=24), load_ports(), tmp / "source")
-    ingest_noaa_csv(result.csv_path, tmp / "w.duckdb")
-    staged = stage_positions(tmp / "w.duckdb", tmp / "staged")
-    facts = compute_facts(tmp / "w.duckdb", None, FactsConfig(), tmp / "facts")
-    positions = pd.read_parquet(staged.positions_path, columns=POSITION_COLUMNS)
-    inputs = CatalogueInputs(staged.positions_path, Tracks(positions), load_ports(None), facts.paths, facts.params,
-                             facts.digests, GenerateConfig())
+    staged, facts, _ = sim30
+    inputs = catalogue_inputs(staged, facts)
     seeds = {category: [s for builder in builders for s in builder(inputs)] for category, builders in BUILDERS.items()}
     return inputs, seeds
 

@@ -12,17 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.config import FactsConfig, GenerateConfig, SimulateConfig, TeacherConfig, ValidateConfig
+from tasks.config import GenerateConfig, TeacherConfig, ValidateConfig
 from tasks.errors import TeacherError
-from tasks.facts import compute_facts
-from tasks.ingest import ingest_noaa_csv
 from tasks.llm.loopback import LoopbackLLM
-from tasks.ports import load_ports
 from tasks.seeds import build_seeds, read_seeds
-from tasks.simulate import simulate
-from tasks.stage import stage_positions
 from tasks.teacher import generate_examples
 from tasks.validate import validate_example
+from tests.tasks.factories import small_pipeline
 
 OPENAI_KEY = "sk-test-PLANTED-openai-7f3a9c"
 ANTHROPIC_KEY = "sk-ant-test-PLANTED-anthropic-51d2e8"
@@ -31,10 +27,7 @@ ANTHROPIC_KEY = "sk-ant-test-PLANTED-anthropic-51d2e8"
 @pytest.fixture(scope="module")
 def seeds_path(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("gen")
-    sim = simulate(SimulateConfig(seed=5, vessels=20, hours=12), load_ports(), tmp / "source")
-    ingest_noaa_csv(sim.csv_path, tmp / "w.duckdb")
-    staged = stage_positions(tmp / "w.duckdb", tmp / "staged")
-    facts = compute_facts(tmp / "w.duckdb", None, FactsConfig(), tmp / "facts")
+    staged, facts = small_pipeline(tmp, seed=5, vessels=20, hours=12)
     build_seeds(staged.positions_path, facts.paths, facts.params, facts.digests, None,
                 GenerateConfig(max_seeds=80), tmp / "seeds.jsonl")
     return tmp / "seeds.jsonl"

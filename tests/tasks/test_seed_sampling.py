@@ -11,24 +11,17 @@ from pathlib import Path
 import pytest
 
 from tasks.catalogue import FORMS
-from tasks.config import CATEGORIES, FactsConfig, GenerateConfig, SimulateConfig, TeacherConfig, ValidateConfig
-from tasks.facts import compute_facts
-from tasks.ingest import ingest_noaa_csv
-from tasks.ports import load_ports
+from tasks.config import CATEGORIES, GenerateConfig, TeacherConfig, ValidateConfig
 from tasks.seeds import build_seeds, read_seeds
-from tasks.simulate import simulate
-from tasks.stage import stage_positions
 from tasks.teacher import TemplateTeacher, to_example
 from tasks.validate import validate_example
+from tests.tasks.factories import small_pipeline
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sampling")
-    sim = simulate(SimulateConfig(seed=3, vessels=40, hours=24), load_ports(), tmp / "source")
-    ingest_noaa_csv(sim.csv_path, tmp / "w.duckdb")
-    staged = stage_positions(tmp / "w.duckdb", tmp / "staged")
-    facts = compute_facts(tmp / "w.duckdb", None, FactsConfig(), tmp / "facts")
+    staged, facts = small_pipeline(tmp, seed=3, vessels=40, hours=24)
     return tmp, staged, facts
 
 
