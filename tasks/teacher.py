@@ -20,6 +20,7 @@ from prefect import task
 
 from tasks.artifacts import quarantine_row, write_quarantine
 from tasks.catalogue import FORMS
+from tasks.catalogue.base import hhmm
 from tasks.config import TeacherConfig
 from tasks.errors import TeacherError
 from tasks.seeds import Seed, read_seeds
@@ -64,9 +65,6 @@ def assistant_text(turn: dict[str, str]) -> str:
     reasoning = (turn.get("reasoning") or "").strip()
     return f"{reasoning} {turn['answer'].strip()}" if reasoning else turn["answer"].strip()
 
-
-def _hhmm(iso: str) -> str:
-    return pd.Timestamp(iso).strftime("%H:%M")
 
 
 def _day(iso: str) -> str:
@@ -124,7 +122,7 @@ class TemplateTeacher:
         who = _who(seed.asked_mmsi, seed)
         values = {
             "who": who, "Who": who[0].upper() + who[1:],
-            "start": _hhmm(seed.window_start), "end": _hhmm(seed.window_end), "day": _day(seed.window_start),
+            "start": hhmm(seed.window_start), "end": hhmm(seed.window_end), "day": _day(seed.window_start),
         }
         if seed.answerable:
             turn_seed = Seed(**{**seed.to_dict(), "fact": turn["fact"], "grounding": turn["grounding"], "form": turn["form"]})

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.catalogue.base import (
-    FORMS, POSITION_COLUMNS, CatalogueInputs, ContextSpec, Form, Seed, Tracks, format_track, iso,
+    CatalogueInputs, ContextSpec, FORMS, Form, POSITION_COLUMNS, Seed, Tracks, format_track, hhmm, iso,
     register_builder, register_form, register_renderer, seed_id, text_or_none, vessel_type_name,
 )
 from tasks.stage import FLAGGED_REASONS
@@ -41,9 +41,6 @@ SPEED_MARGIN_REPORTS = 5   # reports shown either side of an implausible-speed e
 def _number(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
-
-def hhmm(value: Any) -> str:
-    return pd.Timestamp(value).strftime("%H:%M")
 
 
 def flagged_positions(inputs: CatalogueInputs) -> pd.DataFrame:

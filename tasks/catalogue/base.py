@@ -149,6 +149,16 @@ def text_or_none(value: Any) -> str | None:
     return str(value)
 
 
+def hhmm(value: Any) -> str:
+    """A time as the answers write it: HH:MM (UTC)."""
+    return pd.Timestamp(value).strftime("%H:%M")
+
+
+def combined_hash(hashes: Any) -> str:
+    """One md5 for a fact made of several rows' source hashes (order-independent)."""
+    return hashlib.md5("".join(sorted(str(h) for h in hashes)).encode()).hexdigest()
+
+
 def fmt_num(value: Any, digits: int) -> str:
     if value is None or pd.isna(value):
         return "NA"

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from tasks.catalogue.base import (
-    FORMS, CatalogueInputs, ContextSpec, Form, Seed, Tracks, iso, register_builder, register_form, seed_id,
-    text_or_none, vessel_type_name,
+    CatalogueInputs, ContextSpec, FORMS, Form, Seed, Tracks, hhmm, iso, register_builder, register_form,
+    seed_id, text_or_none, vessel_type_name,
 )
 from tasks.geo import distance_nm
 
@@ -90,9 +90,6 @@ register_form(Form(
 MIN_STRAIGHT_WINDOWS = 10  # "no major course change" windows kept even where no window has one
 
 
-def _hhmm(value: str) -> str:
-    return pd.Timestamp(value).strftime("%H:%M")
-
 
 def _turn_values(seed: Seed) -> dict[str, str]:
     f = seed.fact
@@ -109,7 +106,7 @@ def _state_values(seed: Seed) -> dict[str, str]:
     return {
         "minutes_underway": f"{f['minutes_underway']:.0f}", "minutes_moored": f"{f['minutes_moored']:.0f}",
         "minutes_anchored": f"{f['minutes_anchored']:.0f}", "span_minutes": f"{span:.0f}",
-        "first_seen": _hhmm(f["first_seen"]), "last_seen": _hhmm(f["last_seen"]),
+        "first_seen": hhmm(f["first_seen"]), "last_seen": hhmm(f["last_seen"]),
     }
 
 

@@ -8,7 +8,6 @@ each asked time and duration can still be read off the context."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -17,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 from tasks.catalogue.base import (
-    FORMS, CatalogueInputs, ContextSpec, Form, Seed, format_track, iso, nearby_ports, register_builder, register_form, register_renderer, report_lines, seed_id, text_or_none, vessel_type_name, region_of,
+    CatalogueInputs, ContextSpec, FORMS, Form, Seed, combined_hash, format_track, hhmm, iso, nearby_ports,
+    region_of, register_builder, register_form, register_renderer, report_lines, seed_id, text_or_none,
+    vessel_type_name,
 )
 from tasks.geo import distance_nm
 
@@ -27,15 +28,12 @@ THIN_MINUTES = (10, 15, 20, 30, 60, 120)  # thinned call: slot lengths tried, sh
 IN_PORT_WINDOWS = (15, 5)  # vessels in port: window lengths (minutes) tried, longest first, until it fits
 
 
-def _hhmm(value: str) -> str:
-    return pd.Timestamp(value).strftime("%H:%M")
-
 
 def _values(seed: Seed) -> dict[str, str]:
     f = seed.fact
     return {
-        "port_name": f["port_name"], "locode": f["locode"], "arrival": _hhmm(f["arrival"]),
-        "departure": _hhmm(f["departure"]), "dwell_minutes": f"{f['dwell_minutes']:.0f}",
+        "port_name": f["port_name"], "locode": f["locode"], "arrival": hhmm(f["arrival"]),
+        "departure": hhmm(f["departure"]), "dwell_minutes": f"{f['dwell_minutes']:.0f}",
         "dwell_hours": f"{f['dwell_minutes'] / 60:.1f}",
     }
 
@@ -97,15 +95,15 @@ register_form(Form(
 
 
 def _span(stay: dict[str, Any]) -> str:
-    return f"{_hhmm(stay['start'])} to {_hhmm(stay['end'])} UTC ({stay['minutes']:.0f} minutes)"
+    return f"{hhmm(stay['start'])} to {hhmm(stay['end'])} UTC ({stay['minutes']:.0f} minutes)"
 
 
 def _wait_values(seed: Seed) -> dict[str, str]:
     f = seed.fact
     return {
-        "port_name": f["port_name"], "locode": f["locode"], "wait_start": _hhmm(f["wait_start"]),
-        "wait_end": _hhmm(f["wait_end"]), "wait_minutes": f"{f['wait_minutes']:.0f}",
-        "berth_start": _hhmm(f["berth_start"]), "berth_nm": f"{f['berth_radius_nm']:.1f}",
+        "port_name": f["port_name"], "locode": f["locode"], "wait_start": hhmm(f["wait_start"]),
+        "wait_end": hhmm(f["wait_end"]), "wait_minutes": f"{f['wait_minutes']:.0f}",
+        "berth_start": hhmm(f["berth_start"]), "berth_nm": f"{f['berth_radius_nm']:.1f}",
     }
 
 
@@ -365,7 +363,7 @@ def port_call_candidates(inputs: CatalogueInputs) -> list[Seed]:
             if spec.kind == "track":
                 asks |= {form: replace(ask, context=spec, n_rows=n_rows) for form, ask in asks.items()}
             # the stay forms share the call's context (thinned or not): dialogues chain them with the dwell
-            stays_hash = hashlib.md5("".join(s["source_hash"] for s in call_stays).encode()).hexdigest()
+            stays_hash = combined_hash(s["source_hash"] for s in call_stays)
             stay_forms = _stay_forms(call_stays, float(stays_params["berth_radius_nm"])) if stays_params else {}
             for form, (stay_fact, values) in stay_forms.items():
                 asks[form] = _Ask(spec, n_rows, values, fact | stay_fact, "sql/port_stays.sql", stays_digest,
@@ -495,7 +493,7 @@ def vessels_in_port_candidates(inputs: CatalogueInputs) -> list[Seed]:
                     {"name": "window_end", "value": iso(end), "kind": "time", "required": False},
                     {"name": "stopped_max_sog_kn", "value": stop_kn, "kind": "speed_kn", "required": False},
                 ] + [{"name": f"mmsi_{i}", "value": m, "kind": "id", "required": True} for i, m in enumerate(expected, 1)]
-                source_hash = hashlib.md5("".join(sorted(calls_in["source_hash"])).encode()).hexdigest()
+                source_hash = combined_hash(calls_in["source_hash"])
                 spec = FORMS["vessels_in_port"]
                 seeds.append(Seed(
                     seed_id=seed_id("vessels_in_port", locode, iso(start), minutes, source_hash),

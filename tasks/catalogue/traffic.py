@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.catalogue.base import (
-    FORMS, CatalogueInputs, ContextSpec, Form, Seed, iso, region_of, register_builder, register_form,
+    CatalogueInputs, ContextSpec, FORMS, Form, Seed, hhmm, iso, region_of, register_builder, register_form,
     register_renderer, report_lines, seed_id, vessel_type_name,
 )
 
@@ -26,9 +26,6 @@ SPAN_HOURS = 3  # hours one busiest-hour / hour-change context compares
 HOUR = pd.Timedelta(hours=1)
 DAY = pd.Timedelta(days=1)
 
-
-def _hhmm(value: Any) -> str:
-    return pd.Timestamp(value).strftime("%H:%M")
 
 
 def _plural(n: int, word: str) -> str:
@@ -64,7 +61,7 @@ def _dominant(by_type: dict[str, int], n_vessels: int) -> str:
 def _cell_values(seed: Seed) -> dict[str, str]:
     f = seed.fact
     values = {
-        "hour_start": _hhmm(f["hour_start"]), "hour_end": _hhmm(f["hour_end"]),
+        "hour_start": hhmm(f["hour_start"]), "hour_end": hhmm(f["hour_end"]),
         "n_vessels": str(f["n_vessels"]), "vessels_word": "vessel" if f["n_vessels"] == 1 else "vessels",
         "n_reports": str(f["n_reports"]), "n_types": str(len(f["by_type"])),
         "mmsi_list": ", ".join(str(m) for m in f["mmsis"]),
@@ -139,17 +136,17 @@ def _span_values(seed: Seed) -> dict[str, str]:
     change = "no change" if delta == 0 else f"{abs(delta)} {'more' if delta > 0 else 'fewer'}"
     values = {
         "hour_counts": "; ".join(
-            f"{_hhmm(h['start'])}-{_hhmm(pd.Timestamp(h['start']) + HOUR)}: {_plural(h['vessels'], 'vessel')}" for h in hours
+            f"{hhmm(h['start'])}-{hhmm(pd.Timestamp(h['start']) + HOUR)}: {_plural(h['vessels'], 'vessel')}" for h in hours
         ),
         "n_hours": str(len(hours)),
-        "first_hour": _hhmm(first["start"]), "first_hour_end": _hhmm(pd.Timestamp(first["start"]) + HOUR),
+        "first_hour": hhmm(first["start"]), "first_hour_end": hhmm(pd.Timestamp(first["start"]) + HOUR),
         "first_vessels": _plural(first["vessels"], "vessel"),
-        "last_hour": _hhmm(last["start"]), "last_hour_end": _hhmm(pd.Timestamp(last["start"]) + HOUR),
+        "last_hour": hhmm(last["start"]), "last_hour_end": hhmm(pd.Timestamp(last["start"]) + HOUR),
         "last_vessels": _plural(last["vessels"], "vessel"), "change": change,
     }
     if f.get("busiest_hour"):
         values |= {
-            "busiest_hour": _hhmm(f["busiest_hour"]), "busiest_hour_end": _hhmm(pd.Timestamp(f["busiest_hour"]) + HOUR),
+            "busiest_hour": hhmm(f["busiest_hour"]), "busiest_hour_end": hhmm(pd.Timestamp(f["busiest_hour"]) + HOUR),
             "busiest_vessels": _plural(f["busiest_vessels"], "vessel"),
         }
     return values
