@@ -25,7 +25,10 @@ def assign_splits(examples: list[dict[str, Any]], cfg: SplitConfig) -> dict[str,
     """Split key (MMSI) -> 'train' | 'eval'. A vessel goes to eval when its hash position is below eval_share,
     so nightly refreshes keep each vessel on its side. With few vessels the hash may put all of
     them on one side: then the vessel nearest the cut moves, so both splits are non-empty."""
-    vessels = sorted({split_key(e) for e in examples}, key=lambda m: _position(m, cfg.seed))
+    keys = {split_key(e) for e in examples}
+    vessels = sorted((k for k in keys if k.isdigit()), key=lambda m: _position(m, cfg.seed))
+    # area facts follow their hash alone; the at-least-one-each rule below is about vessels
+    areas = {k: ("eval" if _position(k, cfg.seed) < cfg.eval_share else "train") for k in keys if not k.isdigit()}
     if len(vessels) < 2:
         raise InputError(
             f"the dataset covers {len(vessels)} vessel(s); a split by MMSI needs at least 2 "
@@ -33,4 +36,4 @@ def assign_splits(examples: list[dict[str, Any]], cfg: SplitConfig) -> dict[str,
         )
     n_eval = sum(_position(m, cfg.seed) < cfg.eval_share for m in vessels)
     n_eval = min(max(n_eval, 1), len(vessels) - 1)
-    return {m: ("eval" if i < n_eval else "train") for i, m in enumerate(vessels)}
+    return {**{m: ("eval" if i < n_eval else "train") for i, m in enumerate(vessels)}, **areas}

@@ -68,8 +68,10 @@ def test_ports_table_with_wrong_columns(tmp_path):
 
 def test_data_too_thin_for_any_question_fails_in_one_line_without_traceback(tmp_path):
     ais = write_noaa_csv(tmp_path / "ais.csv", [noaa_row(mmsi=str(366000001 + i)) for i in range(3)])
+    # one report per vessel: enough to ask a vessel's flag or type, too little for any movement question
     out = _cli("refresh", "--set", "source.kind=noaa_csv", "--set", f"source.path={ais}",
-               "--set", f"run.runs_dir={tmp_path / 'runs'}")
+               "--set", f"run.runs_dir={tmp_path / 'runs'}", "--set", "generate.category_shares={movement: 1, identity: 0, port_activity: 0, traffic: 0, "
+               "anomalies: 0, safety: 0}")
     assert out.returncode == 2
     assert "error: no question can be asked of this data: 3 staged positions from 3 vessels" in out.stderr
     assert "Traceback" not in out.stderr + out.stdout
