@@ -17,16 +17,24 @@ not_conflicts as (
     anti join fact_identity_conflicts c on c.mmsi = j.mmsi and j.ts between c.start and c."end"
 ),
 
+-- the kept reports of the vessels with a jump only (the as-of joins below match on the vessel, so
+-- no other vessel's reports can be a neighbour; this spares them sorting every report)
+neighbours as (
+    select mmsi, ts, lat, lon
+    from stg_ais_positions
+    semi join (select distinct mmsi from not_conflicts) using (mmsi)
+),
+
 with_previous as (
     select j.*, p.ts as prev_ts, p.lat as prev_lat, p.lon as prev_lon
     from not_conflicts j
-    asof left join stg_ais_positions p on p.mmsi = j.mmsi and j.ts > p.ts
+    asof left join neighbours p on p.mmsi = j.mmsi and j.ts > p.ts
 ),
 
 with_next as (
     select j.*, n.ts as next_ts, n.lat as next_lat, n.lon as next_lon
     from with_previous j
-    asof left join stg_ais_positions n on n.mmsi = j.mmsi and j.ts < n.ts
+    asof left join neighbours n on n.mmsi = j.mmsi and j.ts < n.ts
 ),
 
 speeds as (

@@ -7,10 +7,13 @@
 -- Units: nm, knots, degrees true, minutes; cpa_time / detected_at / buckets are UTC timestamps.
 -- Geometry: a flat east/north (equirectangular) projection around each pair (sql/macros_geo.sql),
 -- longitudes differenced the short way round, so pairs across +-180 work.
--- Cost: no all-pairs join. A vessel can take part in an encounter only with vessels inside its
--- reach box (half its CPA limit plus what it sails in the horizon + one bucket); each report is
--- listed in the grid cells its box meets, and only reports sharing a cell are paired. Two vessels
--- that can meet have overlapping boxes, so they share a cell: nothing that qualifies is missed.
+-- Cost: no all-pairs join. Two vessels can meet only when they are at most the sum of their
+-- reaches apart (a reach: half the CPA limit plus what the vessel sails in the horizon + one
+-- bucket), so at most twice the larger reach. Each report sits in one home grid cell and lists the
+-- cells of a box twice its reach around it; a report is paired with the homes in its box whose
+-- reach is smaller (the smaller MMSI on a tie), so the vessel with the larger reach finds each pair
+-- exactly once: nothing that qualifies is missed and no pair needs de-duplicating. Each row carries
+-- what the CPA needs, so nothing is joined back before the CPA test.
 with settings as (
     select
         cast($encounter_min_sog_kn as double) as min_sog_kn,
@@ -21,7 +24,7 @@ with settings as (
         -- vessel's report may be up to a bucket later, and the CPA up to the horizon after that
         (cast($encounter_tcpa_minutes as double) + cast($encounter_bucket_minutes as double)) / 60.0 as reach_hours,
         -- grid cell: the reach of a 40-knot vessel (a tuning choice: it changes cost, never results;
-        -- measured fastest on a synthetic US-scale day among 10-65 knot equivalents)
+        -- 20-40 knot equivalents measured within 15 % of each other on a synthetic US-scale day)
         cast($encounter_cpa_nm as double)
             + 40.0 * (cast($encounter_tcpa_minutes as double) + cast($encounter_bucket_minutes as double)) / 60.0 as cell_nm
 ),
@@ -58,85 +61,107 @@ bucket_reports as (
 
 reaches as (
     select
-        b.mmsi, b.bucket, b.r.ts, b.r.lat, b.r.lon, b.r.sog_kn, b.r.cog_deg, b.r.row_hash,
+        b.mmsi, b.bucket, b.r.ts, b.r.lat, b.r.lon,
         -- reach: two vessels closer than the sum of their reaches can meet within the CPA limit
         s.cpa_max_nm / 2 + b.r.sog_kn * s.reach_hours as reach_nm,
+        -- velocity, knots east and north
+        east_kn(b.r.sog_kn, b.r.cog_deg) as ve_kn,
+        north_kn(b.r.sog_kn, b.r.cog_deg) as vn_kn,
         s.cell_nm,
         s.cell_nm / 60.0 as band_deg
     from bucket_reports b, settings s
 ),
 
--- the latitude bands each reach box meets (60 nm per degree errs on the wide side)
-box_bands as (
+-- home cell: the one grid cell holding the report's position (band and longitude cell in one number)
+homes as (
+    select
+        mmsi, bucket, ts, lat, lon, reach_nm, ve_kn, vn_kn,
+        grid_cell_id(home_band, grid_lon_cell(lon, grid_lon_cells(home_band, band_deg, cell_nm))) as cell
+    from (select *, cast(floor(lat / band_deg) as bigint) as home_band from reaches)
+),
+
+-- search box: a report looks for partners within twice its reach. Two vessels that can meet are
+-- at most the sum of their reaches apart, so at most twice the larger reach: the one with the
+-- larger reach (the larger MMSI on a tie) finds the other's home cell in its box, exactly once.
+-- The latitude bands the box meets (60 nm per degree errs on the wide side)...
+search_bands as (
     select
         *,
-        unnest(range(cast(floor((lat - reach_nm / 60.0) / band_deg) as bigint),
-                     cast(floor((lat + reach_nm / 60.0) / band_deg) as bigint) + 1)) as band
+        unnest(range(cast(floor((lat - 2 * reach_nm / 60.0) / band_deg) as bigint),
+                     cast(floor((lat + 2 * reach_nm / 60.0) / band_deg) as bigint) + 1)) as band
     from reaches
 ),
 
--- box width taken 1 degree poleward: two reaches never sum to 120 nm (AIS SOG tops at 102.2 kn),
--- so the pair's mid latitude is within 1 degree of both
-box_widths as (
+-- ... and the longitude cells it meets in each band; box width taken 1 degree poleward: two reaches
+-- never sum to 120 nm (AIS SOG tops at 102.2 kn), so the pair's mid latitude is within 1 degree of both
+search_cells as (
     select
-        mmsi, bucket, band, lon,
-        grid_lon_cells(band, band_deg, cell_nm) as n_cells,
-        box_lon_deg(lat, reach_nm, 1.0) as half_lon_deg
-    from box_bands
+        mmsi, bucket, ts, lat, lon, reach_nm, ve_kn, vn_kn,
+        -- nm per degree of longitude 1 degree poleward (at most what it is at the pair's mid latitude)
+        60.0 * cos(radians(least(abs(lat) + 1.0, 90.0))) as lon_nm_per_deg,
+        grid_cell_id(band, wrap_cell(unnest(grid_lon_cell_span(lon, box_lon_deg(lat, 2 * reach_nm, 1.0), n_cells)), n_cells)) as cell
+    from (select *, grid_lon_cells(band, band_deg, cell_nm) as n_cells from search_bands)
 ),
 
--- and the longitude cells the box meets in each band
-box_cells as materialized (
-    select mmsi, bucket, band, wrap_cell(k, n_cells) as lon_cell
-    from (
-        select mmsi, bucket, band, n_cells, unnest(grid_lon_cell_span(lon, half_lon_deg, n_cells)) as k
-        from box_widths
-    )
+-- candidate pairs: a home in the searcher's box with a smaller reach (or the same and a smaller
+-- MMSI), no farther off than the two reaches on a slightly shrunk flat map (a cheap shortcut before
+-- the exact test below: 60 nm per degree and the poleward longitude scale only shrink distances,
+-- so nothing that can meet is dropped)
+found as (
+    select
+        s.bucket,
+        s.mmsi < h.mmsi as searcher_is_a,
+        s.mmsi as mmsi_s, s.ts as ts_s, s.lat as lat_s, s.lon as lon_s, s.reach_nm as reach_s, s.ve_kn as ve_s, s.vn_kn as vn_s,
+        h.mmsi as mmsi_h, h.ts as ts_h, h.lat as lat_h, h.lon as lon_h, h.reach_nm as reach_h, h.ve_kn as ve_h, h.vn_kn as vn_h
+    from search_cells s
+    join homes h on h.bucket = s.bucket and h.cell = s.cell
+    where (h.reach_nm < s.reach_nm or (h.reach_nm = s.reach_nm and h.mmsi < s.mmsi))
+      and pow((h.lat - s.lat) * 60.0, 2) + pow(least(abs(h.lon - s.lon), 360.0 - abs(h.lon - s.lon)) * s.lon_nm_per_deg, 2)
+          <= pow(h.reach_nm + s.reach_nm, 2)
 ),
 
--- candidate pairs: reports of one bucket whose boxes share a cell (once, however many cells)
-candidates as (
-    select distinct a.bucket, a.mmsi as mmsi_a, b.mmsi as mmsi_b
-    from box_cells a
-    join box_cells b on b.bucket = a.bucket and b.band = a.band and b.lon_cell = a.lon_cell
-    where a.mmsi < b.mmsi
-),
-
+-- a is the vessel with the smaller MMSI (the geometry below is computed a to b, as always)
 paired as (
     select
-        c.mmsi_a, c.mmsi_b, c.bucket,
-        a.ts as ts_a, a.lat as lat_a, a.lon as lon_a, a.sog_kn as sog_a_kn, a.cog_deg as cog_a_deg, a.reach_nm as reach_a_nm,
-        b.ts as ts_b, b.lat as lat_b, b.lon as lon_b, b.sog_kn as sog_b_kn, b.cog_deg as cog_b_deg, b.reach_nm as reach_b_nm,
-        a.row_hash as hash_a, b.row_hash as hash_b
-    from candidates c
-    join reaches a on a.mmsi = c.mmsi_a and a.bucket = c.bucket
-    join reaches b on b.mmsi = c.mmsi_b and b.bucket = c.bucket
+        bucket,
+        if(searcher_is_a, mmsi_s, mmsi_h) as mmsi_a, if(searcher_is_a, mmsi_h, mmsi_s) as mmsi_b,
+        if(searcher_is_a, ts_s, ts_h) as ts_a, if(searcher_is_a, ts_h, ts_s) as ts_b,
+        if(searcher_is_a, lat_s, lat_h) as lat_a, if(searcher_is_a, lat_h, lat_s) as lat_b,
+        if(searcher_is_a, lon_s, lon_h) as lon_a, if(searcher_is_a, lon_h, lon_s) as lon_b,
+        if(searcher_is_a, reach_s, reach_h) as reach_a_nm, if(searcher_is_a, reach_h, reach_s) as reach_b_nm,
+        if(searcher_is_a, ve_s, ve_h) as ve_a_kn, if(searcher_is_a, ve_h, ve_s) as ve_b_kn,
+        if(searcher_is_a, vn_s, vn_h) as vn_a_kn, if(searcher_is_a, vn_h, vn_s) as vn_b_kn
+    from found
+),
+
+-- b's offset from a between the two reports as sent (flat projection)
+near as (
+    select *, east_nm(lat_a, lon_a, lat_b, lon_b) as raw_east_nm, north_nm(lat_a, lat_b) as raw_north_nm
+    from paired
 ),
 
 offsets as (
     select
         *,
         greatest(ts_a, ts_b) as detected_at,
-        east_nm(lat_a, lon_a, lat_b, lon_b) as raw_east_nm,
-        north_nm(lat_a, lat_b) as raw_north_nm,
-        east_kn(sog_b_kn, cog_b_deg) - east_kn(sog_a_kn, cog_a_deg) as rel_east_kn,
-        north_kn(sog_b_kn, cog_b_deg) - north_kn(sog_a_kn, cog_a_deg) as rel_north_kn,
+        ve_b_kn - ve_a_kn as rel_east_kn,
+        vn_b_kn - vn_a_kn as rel_north_kn,
         -- hours each report is dead-reckoned forward to the later of the two report times
         date_diff('millisecond', ts_a, greatest(ts_a, ts_b)) / 3600000.0 as lead_a_h,
         date_diff('millisecond', ts_b, greatest(ts_a, ts_b)) / 3600000.0 as lead_b_h
-    from paired
+    from near
+    -- farther apart than both reaches: cannot meet (a shortcut only, never drops an encounter)
+    where raw_east_nm * raw_east_nm + raw_north_nm * raw_north_nm <= pow(reach_a_nm + reach_b_nm, 2)
 ),
 
 -- relative position of b from a at detected_at (both moved on along their course)
 relative as (
     select
         *,
-        raw_east_nm + east_kn(sog_b_kn, cog_b_deg) * lead_b_h - east_kn(sog_a_kn, cog_a_deg) * lead_a_h as east_nm,
-        raw_north_nm + north_kn(sog_b_kn, cog_b_deg) * lead_b_h - north_kn(sog_a_kn, cog_a_deg) * lead_a_h as north_nm,
+        raw_east_nm + ve_b_kn * lead_b_h - ve_a_kn * lead_a_h as east_nm,
+        raw_north_nm + vn_b_kn * lead_b_h - vn_a_kn * lead_a_h as north_nm,
         rel_east_kn * rel_east_kn + rel_north_kn * rel_north_kn as rel_speed_sq
     from offsets
-    -- farther apart than both reaches: cannot meet (a shortcut only, never drops an encounter)
-    where raw_east_nm * raw_east_nm + raw_north_nm * raw_north_nm <= pow(reach_a_nm + reach_b_nm, 2)
 ),
 
 -- TCPA = -(d . v) / |v|^2 hours; vessels keeping station (no relative motion) are at CPA now
@@ -148,18 +173,31 @@ cpa as (
     from relative
 ),
 
+-- an encounter: CPA within the limit, reached between now and the horizon (the limits are
+-- written out, not joined from settings: on millions of rows a join condition costs more)
+encounter_cpas as (
+    select
+        *,
+        sqrt(pow(east_nm + rel_east_kn * tcpa_h, 2) + pow(north_nm + rel_north_kn * tcpa_h, 2)) as cpa_nm
+    from cpa
+    where tcpa_h * 60.0 between 0 and cast($encounter_tcpa_minutes as double)
+),
+
 detections as (
     select
         c.*,
-        sqrt(pow(c.east_nm + c.rel_east_kn * c.tcpa_h, 2) + pow(c.north_nm + c.rel_north_kn * c.tcpa_h, 2)) as cpa_nm,
         c.tcpa_h * 60.0 as tcpa_minutes,
         c.detected_at + to_milliseconds(cast(round(c.tcpa_h * 3600000.0) as bigint)) as cpa_time,
         sqrt(c.east_nm * c.east_nm + c.north_nm * c.north_nm) as range_nm,
-        s.bucket_minutes, s.tcpa_max_minutes
-    from cpa c, settings s
-    -- an encounter: CPA within the limit, reached between now and the horizon
-    where c.tcpa_h * 60.0 between 0 and s.tcpa_max_minutes
-      and sqrt(pow(c.east_nm + c.rel_east_kn * c.tcpa_h, 2) + pow(c.north_nm + c.rel_north_kn * c.tcpa_h, 2)) <= s.cpa_max_nm
+        s.bucket_minutes, s.tcpa_max_minutes,
+        ra.r.sog_kn as sog_a_kn, ra.r.cog_deg as cog_a_deg, rb.r.sog_kn as sog_b_kn, rb.r.cog_deg as cog_b_deg,
+        -- provenance: the two reports behind the detection
+        ra.r.row_hash as hash_a, rb.r.row_hash as hash_b
+    from encounter_cpas c
+    cross join settings s
+    join bucket_reports ra on ra.mmsi = c.mmsi_a and ra.bucket = c.bucket
+    join bucket_reports rb on rb.mmsi = c.mmsi_b and rb.bucket = c.bucket
+    where c.cpa_nm <= cast($encounter_cpa_nm as double)
 ),
 
 -- reports saying a vessel is no longer underway (SOG below the minimum: slowed, anchored or

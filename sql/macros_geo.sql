@@ -55,6 +55,11 @@ create or replace temp macro grid_lon_cell_span(lon, half_deg, n_cells) as
 -- A cell number folded into 0 .. n_cells - 1 (cells past +180 continue from -180).
 create or replace temp macro wrap_cell(k, n_cells) as ((k % n_cells) + n_cells) % n_cells;
 
+-- One number for a grid cell (band, longitude cell), so a join matches cells on one key; unique
+-- while a band holds fewer than 2^20 cells (grid_lon_cells stays far below that for cells wider
+-- than 0.1 nm).
+create or replace temp macro grid_cell_id(band, lon_cell) as band * 1048576 + lon_cell;
+
 -- A step between two consecutive reports of one MMSI that no vessel can make: at least min_nm
 -- apart and faster than max_kn (reports in the same second count as 1 s apart).
 create or replace temp macro impossible_step(prev_ts, prev_lat, prev_lon, ts, lat, lon, min_nm, max_kn) as
