@@ -196,21 +196,19 @@ def check_fact_table(con: duckdb.DuckDBPyConnection, name: str, table: str | Non
     ).fetchall()[0][0]
     if duplicates:
         problems.append(f"{table}: {duplicates} key(s) ({', '.join(schema.key)}) occur more than once")
-    for column in schema.not_null:
-        nulls = con.execute(f'select count(*) from "{table}" where "{column}" is null').fetchall()[0][0]
-        if nulls:
-            problems.append(f"{table}.{column}: {nulls} NULL value(s)")
-    for column, values in schema.accepted.items():
-        bad = con.execute(
-            f'select count(*) from "{table}" where "{column}" is not null and not list_contains($v, "{column}")',
-            {"v": list(values)},
-        ).fetchall()[0][0]
-        if bad:
-            problems.append(f"{table}.{column}: {bad} value(s) outside {list(values)}")
-    for rule in schema.rules:
-        broken = con.execute(f'select count(*) from "{table}" where not coalesce(({rule}), false)').fetchall()[0][0]
-        if broken:
-            problems.append(f"{table}: {broken} row(s) break `{rule}`")
+    # every per-row check in one scan: NULLs, values outside the accepted set, broken rules
+    checks = [(f'"{c}" is null', f"{table}.{c}: {{n}} NULL value(s)") for c in schema.not_null]
+    params: dict[str, list] = {}
+    for i, (column, values) in enumerate(schema.accepted.items()):
+        params[f"v{i}"] = list(values)
+        checks.append((f'"{column}" is not null and not list_contains($v{i}, "{column}")',
+                       f"{table}.{column}: {{n}} value(s) outside {list(values)}"))
+    checks += [(f"not coalesce(({rule}), false)", f"{table}: {{n}} row(s) break `{rule}`") for rule in schema.rules]
+    if checks:
+        counts = con.execute(
+            "select " + ", ".join(f"count(*) filter (where {cond})" for cond, _ in checks) + f' from "{table}"', params
+        ).fetchall()[0]
+        problems += [message.replace("{n}", str(n)) for (_, message), n in zip(checks, counts) if n]
     return problems
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from tasks.seeds import actual_shares
+
 
 def funnel_balance(stats: dict[str, Any]) -> dict[str, int]:
     """seeds = generated + quarantined by the teacher stage, and generated = kept + quarantined
@@ -37,26 +39,12 @@ def _money(v: Any) -> str:
     return "-" if v is None else f"${float(v):.4f}"
 
 
-def published_shares(examples: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """The question mix of the published examples, in the seed table's terms."""
-    out: dict[str, dict[str, float]] = {"category": {}, "difficulty": {}, "kind": {}}
-    if not len(examples):
-        return out
-    answerable = examples[examples["answerable"].astype(bool)]
-    for dim in ("category", "difficulty"):
-        counts = answerable[dim].value_counts()
-        out[dim] = {k: float(v) / max(len(answerable), 1) for k, v in counts.items()}
-    out["kind"]["unanswerable"] = float((~examples["answerable"].astype(bool)).mean())
-    out["kind"]["multi_turn"] = float((examples["turns"] > 1).mean()) if "turns" in examples else 0.0
-    return out
-
-
 def generation_section(gen: dict[str, Any], seeds: dict[str, Any], examples: pd.DataFrame | None = None) -> list[str]:
     """Shares against their targets (seeds, and what was published), and what the teachers cost."""
     out: list[str] = []
     shares = seeds.get("shares")
     if shares:
-        published = published_shares(examples) if examples is not None else None
+        published = actual_shares(examples.to_dict("records")) if examples is not None else None
         rows = []
         for dim, table in shares.items():
             for key, row in table.items():

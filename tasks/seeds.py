@@ -13,7 +13,8 @@ that is not in the data; the right answer says so).
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +89,11 @@ def unanswerable_from(seed: Seed, absent_mmsi: int, kind: str = "vessel", absent
         fact |= {"asked_mmsi": seed.mmsi, "asked_port_name": absent_port[0], "asked_locode": absent_port[1]}
     else:
         raise ValueError(f"unknown unanswerable kind {kind!r}; known: {UNANSWERABLE_KINDS}")
-    return Seed(**{
-        **{k: getattr(seed, k) for k in seed.__dataclass_fields__},
-        "seed_id": seed_id("unanswerable", kind, seed.seed_id, absent_mmsi, absent_day, absent_port),
-        "difficulty": "hard" if seed.difficulty == "hard" else "medium",
-        "answerable": False, "asked_mmsi": asked_mmsi, "grounding": grounding, "fact": fact,
-        "followups": [], "unanswerable": {"kind": kind},
-    })
+    return replace(
+        seed, seed_id=seed_id("unanswerable", kind, seed.seed_id, absent_mmsi, absent_day, absent_port),
+        difficulty="hard" if seed.difficulty == "hard" else "medium", answerable=False, asked_mmsi=asked_mmsi,
+        grounding=grounding, fact=fact, followups=[], unanswerable={"kind": kind},
+    )
 
 
 def _absent_ports(seed: Seed, ports: pd.DataFrame | None) -> pd.DataFrame:
@@ -232,37 +231,43 @@ def sample_seeds(
     return chosen, stats
 
 
-def share_report(seeds: list[Any], cfg: GenerateConfig) -> dict[str, dict[str, dict[str, float]]]:
-    """Target and actual shares per category, difficulty, unanswerable and multi-turn, for seeds or
-    examples (anything with category, difficulty, answerable and followups/turns)."""
-    n = len(seeds) or 1
+def actual_shares(items: list[Any]) -> dict[str, dict[str, float]]:
+    """Shares per category and difficulty (of answerable items), unanswerable and multi-turn (of
+    all), for seeds or published examples (dicts with `turns`)."""
 
     def get(s: Any, key: str) -> Any:
         return s[key] if isinstance(s, dict) else getattr(s, key)
 
     def dialogue(s: Any) -> bool:
-        if isinstance(s, dict):
-            return int(s.get("turns", 1)) > 1
-        return bool(s.followups)
+        return int(s.get("turns", 1)) > 1 if isinstance(s, dict) else bool(s.followups)
 
+    answerable = [s for s in items if get(s, "answerable")]
+    out: dict[str, dict[str, float]] = {}
+    for dim in ("category", "difficulty"):
+        counts = Counter(get(s, dim) for s in answerable)
+        out[dim] = {k: round(v / (len(answerable) or 1), 4) for k, v in counts.items()}
+    n = len(items) or 1
+    out["kind"] = {"unanswerable": round(sum(not get(s, "answerable") for s in items) / n, 4),
+                   "multi_turn": round(sum(dialogue(s) for s in items) / n, 4)}
+    return out
+
+
+def share_report(seeds: list[Any], cfg: GenerateConfig) -> dict[str, dict[str, dict[str, float]]]:
+    """Target and actual shares per category, difficulty, unanswerable and multi-turn."""
     cat_total = sum(v for v in cfg.category_shares.values() if v > 0)
     diff_total = sum(cfg.difficulty_shares.values())
-    out: dict[str, dict[str, dict[str, float]]] = {"category": {}, "difficulty": {}, "kind": {}}
-    answerable = [s for s in seeds if get(s, "answerable")]
-    for c, v in sorted(cfg.category_shares.items()):
-        if v > 0:
-            actual = sum(1 for s in answerable if get(s, "category") == c) / (len(answerable) or 1)
-            out["category"][c] = {"target": round(v / cat_total, 4), "actual": round(actual, 4)}
-    for d in DIFFICULTIES:
-        actual = sum(1 for s in answerable if get(s, "difficulty") == d) / (len(answerable) or 1)
-        out["difficulty"][d] = {"target": round(cfg.difficulty_shares.get(d, 0) / diff_total, 4), "actual": round(actual, 4)}
-    out["kind"]["unanswerable"] = {"target": cfg.unanswerable_share,
-                                   "actual": round(sum(1 for s in seeds if not get(s, "answerable")) / n, 4)}
-    out["kind"]["multi_turn"] = {"target": cfg.multi_turn_share, "actual": round(sum(1 for s in seeds if dialogue(s)) / n, 4)}
-    for table in out.values():
-        for row in table.values():
-            row["within_tolerance"] = abs(row["actual"] - row["target"]) <= cfg.share_tolerance + 1e-9
-    return out
+    targets = {
+        "category": {c: v / cat_total for c, v in sorted(cfg.category_shares.items()) if v > 0},
+        "difficulty": {d: cfg.difficulty_shares.get(d, 0) / diff_total for d in DIFFICULTIES},
+        "kind": {"unanswerable": cfg.unanswerable_share, "multi_turn": cfg.multi_turn_share},
+    }
+    actual = actual_shares(seeds)
+    return {
+        dim: {key: {"target": round(t, 4), "actual": actual[dim].get(key, 0.0),
+                    "within_tolerance": abs(actual[dim].get(key, 0.0) - t) <= cfg.share_tolerance + 1e-9}
+              for key, t in table.items()}
+        for dim, table in targets.items()
+    }
 
 
 def build_seeds(

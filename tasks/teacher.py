@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +125,7 @@ class TemplateTeacher:
             "start": hhmm(seed.window_start), "end": hhmm(seed.window_end), "day": _day(seed.window_start),
         }
         if seed.answerable:
-            turn_seed = Seed(**{**seed.to_dict(), "fact": turn["fact"], "grounding": turn["grounding"], "form": turn["form"]})
+            turn_seed = replace(seed, fact=turn["fact"], grounding=turn["grounding"], form=turn["form"])
             values |= FORMS[turn["form"]].values(turn_seed)
         return values
 
