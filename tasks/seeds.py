@@ -72,7 +72,9 @@ def unanswerable_from(seed: Seed, absent_mmsi: int, kind: str = "vessel", absent
     elif kind == "window":
         assert absent_day is not None
         asked_start = absent_day + seed.window_start[10:]
-        asked_end = absent_day + seed.window_end[10:]
+        # the window keeps its length: one that closes at the next midnight ends on the next day
+        shift = pd.Timestamp(absent_day) - pd.Timestamp(seed.window_start[:10])
+        asked_end = (pd.Timestamp(seed.window_end) + shift).isoformat()
         grounding = [
             {"name": "asked_mmsi", "value": seed.mmsi, "kind": "id", "required": False},
             {"name": "asked_start", "value": asked_start, "kind": "time", "required": False},

@@ -261,10 +261,12 @@ TEACHER_SYSTEM_PROMPT = (
 LLM_PROMPT_VERSION = "ais-llm-v1"
 
 
-def _value_line(g: dict[str, Any]) -> str:
+def value_line(g: dict[str, Any]) -> str:
     value = g["value"]
     if g["kind"] == "time":
         value = f"{value} (write as {pd.Timestamp(value).strftime('%H:%M')} UTC)"
+    elif g["kind"] in ("lat", "lon"):
+        value = f"{value:.5f}"  # the gate reads a position to the digit written: as the records have it
     elif isinstance(value, float):
         value = f"{value:.1f}" if g["kind"] != "degrees" else f"{value:.0f}"
     flag = "required" if g.get("required") else ("must NOT be stated" if g["kind"] == "distractor" else "optional")
@@ -281,11 +283,11 @@ def teacher_messages(seed: Seed, draft: Generation) -> list[dict[str, str]]:
     if not seed.answerable:
         kind = (seed.unanswerable or {}).get("kind", "vessel")
         lines += [f"This question is UNANSWERABLE on purpose ({kind} not in the records). Values:"]
-        lines += [_value_line(g) for g in seed.grounding]
+        lines += [value_line(g) for g in seed.grounding]
     else:
         for i, t in enumerate(turns, start=1):
             lines += [f"Turn {i} asks: {t['form'].replace('_', ' ')}. Computed values:"]
-            lines += [_value_line(g) for g in t["grounding"]]
+            lines += [value_line(g) for g in t["grounding"]]
     draft_json = json.dumps({"turns": draft.turns}, ensure_ascii=False)
     lines += ["", "A correct draft (rewrite it in your own words and vary the phrasing; keep every value):",
               f"<draft>{draft_json}</draft>", "", "Answer with the JSON object only."]

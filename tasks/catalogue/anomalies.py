@@ -124,9 +124,11 @@ def make_seed(
     )
 
 
-def ground(name: str, value: Any, kind: str, required: bool = False) -> dict[str, Any]:
-    """One grounding entry: a value an answer may state (kind picks the tolerance); required: must state."""
-    return {"name": name, "value": value, "kind": kind, "required": required}
+def ground(name: str, value: Any, kind: str, required: bool = False, role: str | None = None) -> dict[str, Any]:
+    """One grounding entry: a value an answer may state (kind picks the tolerance); required: must
+    state; role: what plausibility may not bound (see Seed.grounding)."""
+    entry = {"name": name, "value": value, "kind": kind, "required": required}
+    return entry | {"role": role} if role else entry
 
 
 def at_or_after(track: pd.DataFrame, when: Any) -> int:
@@ -255,10 +257,12 @@ def gap_candidates(inputs: CatalogueInputs) -> list[Seed]:
         }
         spec = ContextSpec("received_track", int(r.mmsi), start, end, True, None, (("rule", rule),))
         base = [ground("mmsi", int(r.mmsi), "id")]
-        positions = [ground("start_lat", fact["start_lat"], "number"), ground("start_lon", fact["start_lon"], "number"),
-                     ground("end_lat", fact["end_lat"], "number"), ground("end_lon", fact["end_lon"], "number")]
-        speeds = [ground("start_sog_kn", fact["start_sog_kn"], "speed_kn"),
-                  ground("end_sog_kn", fact["end_sog_kn"], "speed_kn")]
+        # the positions and speeds either side of a gap are as reported, and what they imply (distance
+        # moved, speed needed) may be impossible: that is what a gap question checks
+        positions = [ground(f"{end}_{axis}", fact[f"{end}_{axis}"], axis, role="reported")
+                     for end in ("start", "end") for axis in ("lat", "lon")]
+        speeds = [ground("start_sog_kn", fact["start_sog_kn"], "speed_kn", role="reported"),
+                  ground("end_sog_kn", fact["end_sog_kn"], "speed_kn", role="reported")]
         per_form = {
             "gap_start": [ground("gap_start", fact["gap_start"], "time", True)],
             "gap_duration": [
@@ -266,8 +270,8 @@ def gap_candidates(inputs: CatalogueInputs) -> list[Seed]:
                 ground("gap_start", fact["gap_start"], "time", True), ground("gap_end", fact["gap_end"], "time", True),
             ] + positions,
             "gap_distance": [
-                ground("distance_nm", fact["distance_nm"], "distance_nm", True),
-                ground("implied_sog_kn", fact["implied_sog_kn"], "speed_kn", True),
+                ground("distance_nm", fact["distance_nm"], "distance_nm", True, role="reported"),
+                ground("implied_sog_kn", fact["implied_sog_kn"], "speed_kn", True, role="reported"),
                 ground("minutes", fact["minutes"], "minutes"),
                 ground("gap_start", fact["gap_start"], "time"), ground("gap_end", fact["gap_end"], "time"),
             ] + [s for s in speeds if s["value"] is not None],
@@ -391,19 +395,22 @@ def jump_candidates(inputs: CatalogueInputs) -> list[Seed]:
         }
         spec = ContextSpec("received_track", int(r.mmsi), start, end, True, None, (("rule", rule),))
         base = [ground("mmsi", int(r.mmsi), "id")]
-        where = [ground("lat", fact["lat"], "number"), ground("lon", fact["lon"], "number")]
+        # a jump's position, and the speeds and distances it implies, are impossible on purpose
+        where = [ground("lat", fact["lat"], "lat", role="reported"), ground("lon", fact["lon"], "lon", role="reported")]
         neighbours = [ground("prev_ts", fact["prev_ts"], "time"), ground("next_ts", fact["next_ts"], "time")]
         per_form = {
             "jump_report": [ground("ts", fact["ts"], "time", True)] + where,
             "jump_distance": [
-                ground("dist_prev_nm", fact["dist_prev_nm"], "distance_nm", True),
-                ground("dist_next_nm", fact["dist_next_nm"], "distance_nm", True), ground("ts", fact["ts"], "time"),
+                ground("dist_prev_nm", fact["dist_prev_nm"], "distance_nm", True, role="reported"),
+                ground("dist_next_nm", fact["dist_next_nm"], "distance_nm", True, role="reported"),
+                ground("ts", fact["ts"], "time"),
             ] + neighbours,
             "jump_speed": [
-                ground("knots_from_previous", fact["knots_from_previous"], "speed_kn", True),
-                ground("knots_to_next", fact["knots_to_next"], "speed_kn", True),
-                ground("off_track_nm", fact["off_track_nm"], "distance_nm"), ground("ts", fact["ts"], "time"),
-            ] + neighbours + where + ([ground("sog_kn", fact["sog_kn"], "speed_kn")] if fact["sog_kn"] is not None else []),
+                ground("knots_from_previous", fact["knots_from_previous"], "speed_kn", True, role="reported"),
+                ground("knots_to_next", fact["knots_to_next"], "speed_kn", True, role="reported"),
+                ground("off_track_nm", fact["off_track_nm"], "distance_nm", role="reported"), ground("ts", fact["ts"], "time"),
+            ] + neighbours + where + ([ground("sog_kn", fact["sog_kn"], "speed_kn", role="reported")]
+                                      if fact["sog_kn"] is not None else []),
         }
         for form, values in per_form.items():
             seeds.append(make_seed(form, inputs, "anomaly_jumps", r.ts, int(r.mmsi), spec, len(rows), fact,
@@ -512,8 +519,9 @@ def loiter_candidates(inputs: CatalogueInputs) -> list[Seed]:
             "center_lon": float(r.center_lon), "max_radius_nm": float(r.max_radius_nm),
             "loiter_max_sog_kn": max_sog, "loiter_min_minutes": min_minutes, "loiter_radius_nm": radius,
         }
-        rules = [ground("loiter_max_sog_kn", max_sog, "speed_kn"), ground("loiter_radius_nm", radius, "distance_nm"),
-                 ground("loiter_min_minutes", min_minutes, "minutes")]
+        rules = [ground("loiter_max_sog_kn", max_sog, "speed_kn", role="threshold"),
+                 ground("loiter_radius_nm", radius, "distance_nm", role="threshold"),
+                 ground("loiter_min_minutes", min_minutes, "minutes", role="threshold")]
         per_form = {
             "loiter_start": [ground("loiter_start", fact["loiter_start"], "time", True)],
             "loiter_end": [ground("loiter_end", fact["loiter_end"], "time", True)],
@@ -647,15 +655,16 @@ def implausible_speed_candidates(inputs: CatalogueInputs) -> list[Seed]:
         }
         spec = ContextSpec("track", int(r.mmsi), start, end, True, None, (("rule", rule),))
         base = [ground("mmsi", int(r.mmsi), "id")]
-        limit = [ground("limit_kn", fact["limit_kn"], "speed_kn"), ground("type_name", fact["type_name"], "label")]
+        limit = [ground("limit_kn", fact["limit_kn"], "speed_kn", role="threshold"), ground("type_name", fact["type_name"], "label")]
         times = [ground("anomaly_start", fact["anomaly_start"], "time"), ground("anomaly_end", fact["anomaly_end"], "time")]
         per_form = {
             "implausible_speed_start": [ground("anomaly_start", fact["anomaly_start"], "time", True)] + limit,
-            "implausible_speed_peak": [ground("max_sog_kn", fact["max_sog_kn"], "speed_kn", True),
+            # the peak is the implausible speed the transponder reported
+            "implausible_speed_peak": [ground("max_sog_kn", fact["max_sog_kn"], "speed_kn", True, role="reported"),
                                        ground("n_reports", fact["n_reports"], "count", True)] + limit,
             "implausible_speed_why": [
-                ground("max_sog_kn", fact["max_sog_kn"], "speed_kn", True),
-                ground("limit_kn", fact["limit_kn"], "speed_kn", True),
+                ground("max_sog_kn", fact["max_sog_kn"], "speed_kn", True, role="reported"),
+                ground("limit_kn", fact["limit_kn"], "speed_kn", True, role="threshold"),
                 ground("type_name", fact["type_name"], "label", True),
                 ground("type_code", fact["vessel_type_code"], "count"),
             ] + times,

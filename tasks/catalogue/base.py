@@ -117,7 +117,12 @@ class Seed:
     source_hash: str
     context: Any                   # ContextSpec until rendered, then the text of the user-turn context
     n_context_records: int
-    # values an answer may state; kind picks the tolerance; required ones must be stated
+    # values an answer may state: {name, value, kind, required[, role][, mmsi]}; kind picks the
+    # tolerance; required ones must be stated; role says what plausibility may not bound:
+    # "reported" (as the transponder sent it, or implied by reported positions: anomaly answers
+    # state impossible values on purpose), "threshold" (a rule's parameter), "total" (summed over
+    # several vessels or calls), "ahead" (a time ahead of the records, e.g. TCPA); a name entry's
+    # mmsi is the vessel it names (default: the seed's vessel)
     grounding: list[dict[str, Any]] = field(default_factory=list)
     region: str = "unknown"
     # later turns of a multi-turn dialogue about the same records: {form, category, difficulty,

@@ -424,15 +424,16 @@ def conflict_candidates(inputs: CatalogueInputs) -> list[Seed]:
         spec = ContextSpec("received_track", mmsi, start, end, True, None, (("rule", rule),))
         times = [ground("conflict_start", fact["conflict_start"], "time"),
                  ground("conflict_end", fact["conflict_end"], "time")]
-        base = [ground("mmsi", mmsi, "id"), ground("max_speed", max_speed, "speed_kn"),
-                ground("min_separation", min_sep, "distance_nm")]
+        base = [ground("mmsi", mmsi, "id"), ground("max_speed", max_speed, "speed_kn", role="threshold"),
+                ground("min_separation", min_sep, "distance_nm", role="threshold")]
         per_form = {
             "conflict_reports": [ground("n_reports_b", fact["n_reports_b"], "count", True)] + times,
             "identity_conflict": [
-                ground("separation_nm", fact["separation_nm"], "distance_nm", True),
+                # the two transmitters' positions are as reported, miles apart on purpose
+                ground("separation_nm", fact["separation_nm"], "distance_nm", True, role="reported"),
                 ground("conflict_start", fact["conflict_start"], "time", True),
                 ground("conflict_end", fact["conflict_end"], "time", True),
-            ] + [ground(k, fact[k], "number") for k in ("lat_a", "lon_a", "lat_b", "lon_b")],
+            ] + [ground(k, fact[k], k[:3], role="reported") for k in ("lat_a", "lon_a", "lat_b", "lon_b")],
         }
         source_hash = row_hash_of(fact)
         for form, values in per_form.items():

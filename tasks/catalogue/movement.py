@@ -248,8 +248,10 @@ def movement_candidates(inputs: CatalogueInputs) -> list[Seed]:
             fact |= {"major_turn_deg": float(params["major_turn_deg"]), "stopped_max_sog_kn": float(params["stopped_max_sog_kn"])}
             per_form["course_changes"] = [
                 {"name": "major_course_changes", "value": fact["major_course_changes"], "kind": "count", "required": True},
-                {"name": "major_turn_deg", "value": fact["major_turn_deg"], "kind": "degrees", "required": False},
-                {"name": "stopped_max_sog_kn", "value": fact["stopped_max_sog_kn"], "kind": "speed_kn", "required": False},
+                {"name": "major_turn_deg", "value": fact["major_turn_deg"], "kind": "degrees", "required": False,
+                 "role": "threshold"},
+                {"name": "stopped_max_sog_kn", "value": fact["stopped_max_sog_kn"], "kind": "speed_kn", "required": False,
+                 "role": "threshold"},
             ]
             if _has_mixed_states(fact):
                 span = (pd.Timestamp(f.last_seen) - pd.Timestamp(f.first_seen)).total_seconds() / 60

@@ -268,7 +268,7 @@ def _stay_forms(call_stays: list[dict[str, Any]], berth_radius_nm: float) -> dic
             {"name": "wait_start", "value": wait["start"], "kind": "time", "required": False},
             {"name": "wait_end", "value": wait["end"], "kind": "time", "required": False},
             {"name": "berth_start", "value": berth["start"], "kind": "time", "required": False},
-            {"name": "berth_radius_nm", "value": berth_radius_nm, "kind": "distance_nm", "required": False},
+            {"name": "berth_radius_nm", "value": berth_radius_nm, "kind": "distance_nm", "required": False, "role": "threshold"},
         ])
     anchorage = sum(s["minutes"] for s in stays if s["kind"] == "anchorage")
     berth_total = sum(s["minutes"] for s in stays if s["kind"] == "berth")
@@ -277,7 +277,7 @@ def _stay_forms(call_stays: list[dict[str, Any]], berth_radius_nm: float) -> dic
         forms["anchorage_vs_berth"] = ({"anchorage_minutes": anchorage, "berth_minutes": berth_total, "stays": stays}, [
             {"name": "anchorage_minutes", "value": anchorage, "kind": "minutes", "required": True},
             {"name": "berth_minutes", "value": berth_total, "kind": "minutes", "required": True},
-            {"name": "difference_minutes", "value": abs(berth_total - anchorage), "kind": "minutes", "required": False},
+            {"name": "difference_minutes", "value": abs(berth_total - anchorage), "kind": "minutes", "required": True},
             {"name": "longer", "value": longer, "kind": "label", "required": True},
         ] + [{"name": f"stay_{i}_{k}", "value": s[k], "kind": "time", "required": False}
              for i, s in enumerate(stays, 1) for k in ("start", "end")]
@@ -491,7 +491,7 @@ def vessels_in_port_candidates(inputs: CatalogueInputs) -> list[Seed]:
                     {"name": "n_vessels", "value": len(expected), "kind": "count", "required": True},
                     {"name": "window_start", "value": iso(start), "kind": "time", "required": False},
                     {"name": "window_end", "value": iso(end), "kind": "time", "required": False},
-                    {"name": "stopped_max_sog_kn", "value": stop_kn, "kind": "speed_kn", "required": False},
+                    {"name": "stopped_max_sog_kn", "value": stop_kn, "kind": "speed_kn", "required": False, "role": "threshold"},
                 ] + [{"name": f"mmsi_{i}", "value": m, "kind": "id", "required": True} for i, m in enumerate(expected, 1)]
                 source_hash = combined_hash(calls_in["source_hash"])
                 spec = FORMS["vessels_in_port"]

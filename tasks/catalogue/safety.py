@@ -242,10 +242,10 @@ def encounter_candidates(inputs: CatalogueInputs) -> list[Seed]:
         vessel_name = text_or_none(particulars.get(a, {}).get("vessel_name"))
         spec = ContextSpec("encounter", a, iso(start), iso(end), extra=(("other_mmsi", b), ("rule", rule)))
         required = {
-            "encounter_vessel": {"mmsi_b"},
+            "encounter_vessel": {"mmsi_b", "cpa_nm"},
             "encounter_courses": {"sog_a_kn", "sog_b_kn", "cog_a_deg", "cog_b_deg", "course_difference_deg"},
             "encounter_cpa": {"cpa_nm", "tcpa_minutes"},
-            "encounter_situation": {"situation", "course_difference_deg"},
+            "encounter_situation": {"situation", "course_difference_deg", "cpa_nm", "cpa_time"},
         }
         for form, names in required.items():
             meta = FORMS[form]
@@ -275,9 +275,10 @@ def _grounding(f: dict[str, Any], start: pd.Timestamp, end: pd.Timestamp) -> lis
         {"name": "detected_at", "value": f["detected_at"], "kind": "time"},
         {"name": "cpa_time", "value": f["cpa_time"], "kind": "time"},
         {"name": "cpa_nm", "value": f["cpa_nm"], "kind": "distance_nm"},
-        {"name": "cpa_limit_nm", "value": f["cpa_limit_nm"], "kind": "distance_nm"},
-        {"name": "tcpa_minutes", "value": f["tcpa_minutes"], "kind": "minutes"},
-        {"name": "tcpa_limit_minutes", "value": f["tcpa_limit_minutes"], "kind": "minutes"},
+        {"name": "cpa_limit_nm", "value": f["cpa_limit_nm"], "kind": "distance_nm", "role": "threshold"},
+        # the CPA lies ahead of the reports, up to the TCPA limit past the window
+        {"name": "tcpa_minutes", "value": f["tcpa_minutes"], "kind": "minutes", "role": "ahead"},
+        {"name": "tcpa_limit_minutes", "value": f["tcpa_limit_minutes"], "kind": "minutes", "role": "threshold"},
         {"name": "sog_a_kn", "value": f["sog_a_kn"], "kind": "speed_kn"},
         {"name": "sog_b_kn", "value": f["sog_b_kn"], "kind": "speed_kn"},
         {"name": "cog_a_deg", "value": f["cog_a_deg"], "kind": "degrees"},
@@ -291,10 +292,10 @@ def _grounding(f: dict[str, Any], start: pd.Timestamp, end: pd.Timestamp) -> lis
     g += [{"name": "other_situation", "value": word, "kind": "distractor"}
           for key, word in SITUATION_WORDS.items() if key != f["situation"]]
     # the rule's thresholds, which the worked geometry quotes
-    g += [{"name": f"threshold_{i}", "value": v, "kind": "degrees"}
+    g += [{"name": f"threshold_{i}", "value": v, "kind": "degrees", "role": "threshold"}
           for i, v in enumerate((HEAD_ON_MIN_DEG, OVERTAKING_MAX_DIFF_DEG, 22.5, *ABAFT_BEAM))]
     if f["other_name"]:
-        g.append({"name": "other_name", "value": f["other_name"], "kind": "name"})
+        g.append({"name": "other_name", "value": f["other_name"], "kind": "name", "mmsi": f["mmsi_b"]})
     return g
 
 

@@ -326,7 +326,8 @@ def traffic_cell_candidates(inputs: CatalogueInputs) -> list[Seed]:
             delta = counts[-1] - counts[0]
             grounding = (
                 [{"name": f"hour_{k}", "value": iso(h), "kind": "time", "required": False} for k, h in enumerate(hours + [end])]
-                + [{"name": f"vessels_hour_{k}", "value": n, "kind": "count", "required": False} for k, n in enumerate(counts)]
+                # both forms show every hour's count (the answer or its worked reasoning lists them)
+                + [{"name": f"vessels_hour_{k}", "value": n, "kind": "count", "required": True} for k, n in enumerate(counts)]
                 + [{"name": "n_hours", "value": SPAN_HOURS, "kind": "count", "required": False}]
             )
             spec = ContextSpec("cell_hours", None, iso(start), iso(end),
@@ -524,10 +525,13 @@ def busiest_port_candidates(inputs: CatalogueInputs) -> list[Seed]:
                 {"name": "locode", "value": fact["locode"], "kind": "entity", "required": True},
                 {"name": "n_calls", "value": fact["n_calls"], "kind": "count", "required": False},
                 {"name": "n_ports", "value": fact["n_ports"], "kind": "count", "required": False},
-                {"name": "calls", "value": fact["calls"], "kind": "count", "required": False},
-                {"name": "vessel_hours", "value": fact["vessel_minutes"] / 60, "kind": "hours", "required": False},
+                # both forms' answers give the top port's calls and the runner-up's figure: part of the answer
+                {"name": "calls", "value": fact["calls"], "kind": "count", "required": True},
+                # vessel time in port adds up every call's minutes inside the day: more than a day at a busy port
+                {"name": "vessel_hours", "value": fact["vessel_minutes"] / 60, "kind": "hours", "required": False,
+                 "role": "total"},
                 {"name": "vessel_minutes", "value": fact["vessel_minutes"], "kind": "minutes",
-                 "required": form == "port_time_in_port"},
+                 "required": form == "port_time_in_port", "role": "total"},
             ]
             if named:
                 grounding += [
@@ -537,10 +541,11 @@ def busiest_port_candidates(inputs: CatalogueInputs) -> list[Seed]:
             if form == "busiest_port":
                 grounding += [
                     {"name": "vessels", "value": fact["vessels"], "kind": "count", "required": True},
-                    {"name": "runner_vessels", "value": fact["runner_vessels"], "kind": "count", "required": False},
+                    {"name": "runner_vessels", "value": fact["runner_vessels"], "kind": "count", "required": True},
                 ]
             else:
-                grounding += [{"name": "runner_minutes", "value": fact["runner_minutes"], "kind": "minutes", "required": False}]
+                grounding += [{"name": "runner_minutes", "value": fact["runner_minutes"], "kind": "minutes", "required": True,
+                               "role": "total"}]
             grounding += [  # the other listed ports: naming one of them as the answer is a grounding error
                 {"name": "other_port", "value": name, "kind": "distractor", "required": False}
                 for name in sorted(set(ports["port_name"]) - {fact["port_name"], fact["runner_name"]})
