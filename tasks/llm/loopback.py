@@ -361,6 +361,39 @@ class LoopbackLLM:
         return web.json_response(_completion(api, record["model"], record["messages"], text))
 
 
+# the judge prompt's parts (tasks/judge.py judge_messages): required values and tagged answers
+JUDGE_REQUIRED_RE = re.compile(r"^- (\w+) = (.+?) \[\w+, required\]$", re.MULTILINE)
+JUDGE_ANSWER_RE = re.compile(r'<answer turn="\d+">(.*?)</answer>', re.DOTALL)
+JUDGE_NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
+JUDGE_REFUSAL_RE = re.compile(r"insufficient|cannot be determined|cannot answer|no (?:ais )?(?:records|reports)", re.IGNORECASE)
+
+
+def judge_responder(request: dict) -> str:
+    """A judge for tests that scores by something checkable: 5 when the answers state every
+    required computed value (a number within 0.5, a time as its HH:MM, a code or name verbatim),
+    else 1 naming the first one missing; an unanswerable question gets 5 only for an answer that
+    says the data is insufficient. Reads the prompt from any user message, so a re-ask is
+    answered as well."""
+    prompt = next((m["content"] for m in request["messages"] if m["role"] == "user" and "<answer" in m["content"]), None)
+    if prompt is None:
+        return json.dumps({"score": 1, "reason": "there is no answer to grade"})
+    answers = " ".join(JUDGE_ANSWER_RE.findall(prompt))
+    numbers = [float(n) for n in JUDGE_NUMBER_RE.findall(answers)]
+    if "UNANSWERABLE" in prompt:
+        refused = JUDGE_REFUSAL_RE.search(answers) is not None
+        reason = "it says the data is insufficient" if refused else "it guesses instead of saying the data is insufficient"
+        return json.dumps({"score": 5 if refused else 1, "reason": reason})
+    for name, value in JUDGE_REQUIRED_RE.findall(prompt):
+        stated = value.split("(write as ", 1)[1].split()[0] if "(write as " in value else value
+        if JUDGE_NUMBER_RE.fullmatch(stated):
+            found = any(abs(n - float(stated)) <= 0.5 for n in numbers)
+        else:
+            found = stated in answers
+        if not found:
+            return json.dumps({"score": 1, "reason": f"the answer does not state {name} = {stated}"})
+    return json.dumps({"score": 5, "reason": "every required value is stated as computed"})
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve the loopback LLM (OpenAI + Anthropic APIs) until killed.")
     parser.add_argument("--host", default="127.0.0.1")

@@ -77,7 +77,7 @@ def _json_objects(text: str) -> list[Any]:
     return found
 
 
-def _extract_json(text: str) -> Any:
+def extract_json(text: str) -> Any:
     stripped = text.strip()
     try:
         return json.loads(stripped)
@@ -124,7 +124,7 @@ def parse_output(text: str | None, expected_turns: int) -> TeacherOutput:
     """
     if text is None or not text.strip():
         raise OutputInvalid("empty_text", "the reply has no text")
-    value = _as_turns(_extract_json(text))
+    value = _as_turns(extract_json(text))
     if not isinstance(value, dict):
         raise OutputInvalid("bad_shape", f'expected a JSON object {{"turns": [...]}}, got {type(value).__name__}')
     try:

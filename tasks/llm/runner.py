@@ -31,6 +31,7 @@ import logging
 import random
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,10 @@ class WorkItem:
     messages: list[dict]
     expected_turns: int
     category: str
+    # how a reply is read (raises OutputInvalid) and what the re-ask after an unreadable one says;
+    # None: the teacher's {"turns": [...]} JSON with expected_turns turns. The LLM judge reads scores.
+    parse: Callable[[str | None], Any] | None = None
+    reask: Callable[[OutputInvalid], str] | None = None
 
 
 @dataclass
@@ -67,7 +72,7 @@ class ItemResult:
     teacher: str
     model: str
     status: str  # "accepted" | "invalid_output" | "failed" | "not_run"
-    output: TeacherOutput | None
+    output: TeacherOutput | Any  # what the item's parse returned; None unless accepted
     raw_text: str | None
     reason: str | None
     detail: str | None
@@ -311,14 +316,14 @@ class _Run:
             except CallError as err:
                 return result("failed", raw=last_text, reason=err.kind, detail=err.detail)
             try:
-                output = parse_output(reply.text, item.expected_turns)
+                output = item.parse(reply.text) if item.parse else parse_output(reply.text, item.expected_turns)
             except OutputInvalid as bad:
                 self._record_reply(item, t, reply, purpose, acc, "invalid_output", bad.reason)
                 last_bad, last_text = bad, reply.text
                 messages = [
                     *messages,
                     {"role": "assistant", "content": reply.text},
-                    {"role": "user", "content": reask_message(bad, item.expected_turns)},
+                    {"role": "user", "content": item.reask(bad) if item.reask else reask_message(bad, item.expected_turns)},
                 ]
                 continue
             self._record_reply(item, t, reply, purpose, acc, "ok", None)
