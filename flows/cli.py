@@ -1,4 +1,5 @@
-"""Command line: `tidewright run|refresh|train-eval --config FILE --set key=value ...`.
+"""Command line: `tidewright run|refresh|train-eval --config FILE --set key=value ...`, and the human review
+round trip: `tidewright review-export [--run-dir D]`, `tidewright review-import --file F [--run-dir D] [--force-edits]`.
 
 Input and config mistakes are checked before Prefect starts and reported in one line (exit 2).
 """
@@ -51,7 +52,8 @@ def check_base_model(base_model: str | None) -> None:
             )
 
 
-def preflight(command: str, config: str, overrides: dict[str, Any], run_dir: str | None, run_id: str | None) -> None:
+def preflight(command: str, config: str, overrides: dict[str, Any], run_dir: str | None, run_id: str | None,
+              decisions: str | None = None) -> None:
     """Fail fast with a one-line message for the mistakes a user makes most."""
     from tasks.config import load_config
     from tasks.ingest import check_noaa_csv, source_files
@@ -77,10 +79,35 @@ def preflight(command: str, config: str, overrides: dict[str, Any], run_dir: str
             existing = Path(cfg.run.runs_dir) / chosen
             if existing.exists() and any(existing.iterdir()):
                 raise TidewrightError(f"run folder {existing} already exists; pick another --run-id or delete that folder")
-    if command in ("run", "train-eval"):
+        if cfg.judge.enabled:
+            from tasks.judge import judge_runtime_config
+
+            judge_runtime_config(cfg.judge, cfg.teacher)  # a judge model without a price fails before any money is spent
+    if command in ("run", "train-eval") or (command == "refresh" and cfg.known.enabled):
         check_base_model(cfg.student.base_model)
-    if command == "train-eval":
-        resolve_run_dir(run_dir, cfg)
+    if command in ("train-eval", "review-export", "review-import"):
+        run = resolve_run_dir(run_dir, cfg)
+    if command == "review-export":
+        from tasks.review import check_no_pending_decisions
+
+        check_no_pending_decisions(run / "review", run / "dataset")
+    if command == "review-import":
+        from tasks.review import load_review_plan
+
+        if not decisions:
+            raise TidewrightError("review-import needs --file: the filled-in review_sample.csv (or .jsonl)")
+        load_review_plan(run / "dataset", Path(decisions), cfg.review, cfg.validate_)
+
+
+def review_summary(command: str, stats: dict[str, Any]) -> str:
+    if command == "review-export":
+        return (f"\nReview sample: {stats['sampled']} of {stats['examples']} examples ({stats['unreviewed']} not yet reviewed) "
+                f"in {stats['out_dir']}/: review_sample.csv, review_sample.jsonl, README.md")
+    if not stats["changed"]:
+        return f"\nEvery decision in {stats['file']} is already in the dataset; nothing changed."
+    return (f"\nImported {stats['file']}: accepted {stats['accepted']}, rejected {stats['rejected']}, edited {stats['edited']} "
+            f"(forced {stats['forced_edits']}), not reviewed {stats['not_reviewed']}, already applied {stats['unchanged']}; "
+            f"the dataset now holds {stats['examples']} examples (train {stats['train_examples']}, eval {stats['eval_examples']})")
 
 
 def summary(run_dir: Path) -> str:
@@ -121,13 +148,18 @@ def _quiet_user_error_tracebacks() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tidewright", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["run", "refresh", "train-eval"],
-                        help="run: refresh then train+evaluate; refresh: build the dataset; train-eval: on an existing run")
+    parser.add_argument("command", choices=["run", "refresh", "train-eval", "review-export", "review-import"],
+                        help="run: refresh then train+evaluate; refresh: build the dataset; train-eval: on an existing run; "
+                        "review-export: a sample for human review; review-import: the reviewers' decisions into the dataset")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="pipeline config YAML (default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set simulate.vessels=50 (repeatable)")
     parser.add_argument("--run-id", help="name of the run folder (default: <domain>-<UTC time>)")
-    parser.add_argument("--run-dir", help="train-eval only: run folder holding dataset/ (default: runs/latest)")
+    parser.add_argument("--run-dir", help="train-eval and review-*: run folder holding dataset/ (default: runs/latest)")
+    parser.add_argument("--file", help="review-import: the filled-in review_sample.csv or .jsonl")
+    parser.add_argument("--force-edits", action="store_true",
+                        help="review-import: keep edited answers that fail the checks (grounding, plausibility, "
+                        "triviality), marked, instead of stopping")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -138,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     try:
         overrides = parse_overrides(args.overrides)
-        preflight(args.command, args.config, overrides, args.run_dir, args.run_id)
+        if args.force_edits:
+            overrides["review.force_edits"] = True
+        preflight(args.command, args.config, overrides, args.run_dir, args.run_id, args.file)
     except TidewrightError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -153,6 +187,15 @@ def main(argv: list[str] | None = None) -> int:
             from flows.refresh import refresh
 
             run_dir = refresh(config=args.config, overrides=overrides or None, run_id=args.run_id)
+        elif args.command in ("review-export", "review-import"):
+            from flows.review import review_export, review_import
+
+            if args.command == "review-export":
+                stats = review_export(config=args.config, overrides=overrides or None, run_dir=args.run_dir)
+            else:
+                stats = review_import(decisions=args.file, config=args.config, overrides=overrides or None, run_dir=args.run_dir)
+            print(review_summary(args.command, stats))
+            return 0
         else:
             from flows.train_eval import train_evaluate
             from tasks.config import load_config

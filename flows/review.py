@@ -1,0 +1,47 @@
+"""Human review flows: export a stratified sample of a run's dataset for reviewers, import their decisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from tasks.config import load_config
+from tasks.review import export_review_task, import_review_task
+from tasks.rundir import resolve_run_dir
+
+DEFAULT_CONFIG = "pipeline_configs/maritime_ais.yaml"
+
+
+@flow(name="review-export")
+def review_export(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None, run_dir: str | None = None) -> dict:
+    """Write runs/<id>/review/review_sample.{csv,jsonl} and README.md: review.share of the examples not yet reviewed."""
+    log = get_run_logger()
+    cfg = load_config(config, overrides)
+    run = resolve_run_dir(run_dir, cfg)
+    stats = export_review_task(run / "dataset", cfg.review, run / "review")
+    log.info("review sample: %d of %d examples (%d not yet reviewed) in %s", stats["sampled"], stats["examples"],
+             stats["unreviewed"], stats["out_dir"])
+    return stats
+
+
+@flow(name="review-import")
+def review_import(decisions: str, config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None,
+                  run_dir: str | None = None) -> dict:
+    """Apply a filled-in review sample (CSV or JSONL) to runs/<id>/dataset."""
+    log = get_run_logger()
+    cfg = load_config(config, overrides)
+    run = resolve_run_dir(run_dir, cfg)
+    stats = import_review_task(run / "dataset", Path(decisions), cfg.review, cfg.validate_)
+    if stats["changed"]:
+        log.info("review import: accepted %d, rejected %d, edited %d (forced %d), not reviewed %d, already applied %d",
+                 stats["accepted"], stats["rejected"], stats["edited"], stats["forced_edits"], stats["not_reviewed"],
+                 stats["unchanged"])
+    else:
+        log.info("review import: every decision in %s is already in the dataset; nothing changed", decisions)
+    return stats
+
+
+if __name__ == "__main__":
+    review_export()
