@@ -1,26 +1,34 @@
-"""Refresh flow: source -> ingest -> stage -> facts -> seeds -> teacher -> validate -> dedup -> publish."""
+"""Refresh flow: source -> ingest -> stage -> facts -> seeds -> teacher -> validate -> dedup -> balance
+-> publish (a new version of the dataset line) -> review sample -> report."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 
+from tasks.balance import balance_task
 from tasks.config import load_config
 from tasks.dedup import dedup_task
 from tasks.facts import facts_task
 from tasks.errors import InputError
 from tasks.ingest import ingest_task, source_files
+from tasks.judge import judge_task
+from tasks.known import known_task
 from tasks.ports import load_ports
 from tasks.publish import publish_task
 from tasks.report import write_report
+from tasks.review import export_review_task
 from tasks.rundir import create_run_dir, point_latest, update_stats
 from tasks.seeds import seeds_task
 from tasks.simulate import simulate_ais_task
 from tasks.stage import stage_task
 from tasks.teacher import generate_task
 from tasks.validate import validate_task
+from tasks.versions import dedup_reference, latest_version, lineage_of, read_examples
 
 DEFAULT_CONFIG = "pipeline_configs/maritime_ais.yaml"
 
@@ -47,6 +55,11 @@ def download_new_days(cfg, log) -> list[Path]:
     if not report.files:
         raise InputError(f"no new NOAA days to ingest for {src.start}..{src.end} ({report.summary})")
     return [report.files[day] for day in sorted(report.files)]
+
+
+def artifact_key(lineage: str) -> str:
+    """Prefect artifact keys are lowercase letters, digits and dashes; one key per dataset line keeps its history."""
+    return "report-" + (re.sub(r"[^a-z0-9-]+", "-", lineage.lower()).strip("-") or "dataset")
 
 
 @flow(name="refresh")
@@ -105,21 +118,54 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = Non
     validated = validate_task(work / "generated.jsonl", cfg.validate_, work / "validated.jsonl",
                               work / "quarantine_validate.parquet")
     update_stats(run_dir, "validate", validated)
-    log.info("grounding kept %d, rejected %d %s", validated["kept"], validated["rejected"], validated["reasons"])
-    deduped = dedup_task(work / "validated.jsonl", cfg.dedup, work / "deduped.jsonl", work / "quarantine_dedup.parquet")
+    log.info("validators kept %d, rejected %d %s", validated["kept"], validated["rejected"], validated["reasons"])
+    # the free filter before the paid one, both before dedup: dedup chooses among examples that passed every check
+    known = known_task(work / "validated.jsonl", cfg.known, cfg.student, cfg.validate_, work / "known.jsonl",
+                       work / "quarantine_known.parquet")
+    update_stats(run_dir, "known", known)
+    judged = judge_task(work / "known.jsonl", cfg.judge, cfg.teacher, work / "judged.jsonl", work / "quarantine_judge.parquet",
+                        cache_path, work / "judge_ledger.jsonl")
+    update_stats(run_dir, "judge", judged)
+    for name, stage in (("already-known filter", known), ("LLM judge", judged)):
+        if not stage.get("skipped"):
+            log.info("%s kept %d of %d %s", name, stage["kept"], stage["input"], stage["reasons"])
+    lineage = lineage_of(cfg)
+    previous = latest_version(cfg.run.runs_dir, lineage, exclude=run_dir)
+    if previous is not None:
+        log.info("dataset line %s: this run builds on version %s", lineage, previous.parent.name)
+    embedding_cache = cfg.dedup.cache_path or Path(cfg.run.runs_dir) / "embedding_cache.sqlite"
+    reference = dedup_reference(previous) if cfg.dedup.against_published else []
+    deduped = dedup_task(work / "judged.jsonl", cfg.dedup, work / "deduped.jsonl", work / "quarantine_dedup.parquet",
+                         reference, embedding_cache, work / "deduped_embeddings.npy")
     update_stats(run_dir, "dedup", deduped)
-    log.info("dedup kept %d (exact %d, near %d)", deduped["kept"], deduped["exact_duplicates"], deduped["near_duplicates"])
+    log.info("dedup kept %d (exact %d, near %d, repeats of the published version %d)", deduped["kept"],
+             deduped["exact_duplicates"], deduped["near_duplicates"], deduped["published_duplicates"])
+    carried = read_examples(previous) if previous is not None else []
+    balanced = balance_task(work / "deduped.jsonl", cfg.balance, work / "balanced.jsonl", work / "quarantine_balance.parquet",
+                            work / "deduped_embeddings.npy", carried)
+    update_stats(run_dir, "balance", balanced)
+    if balanced["dropped"]:
+        log.info("balancing kept %d of %d (%s)", balanced["kept"], balanced["input"], balanced["reasons"])
 
     published = publish_task(
-        work / "deduped.jsonl",
+        work / "balanced.jsonl",
         [staged.quarantine_path, work / "quarantine_generate.parquet", work / "quarantine_validate.parquet",
-         work / "quarantine_dedup.parquet"],
-        cfg.split, run_dir / "dataset",
+         work / "quarantine_known.parquet", work / "quarantine_judge.parquet", work / "quarantine_dedup.parquet",
+         work / "quarantine_balance.parquet"],
+        cfg.split, run_dir / "dataset", previous, {"lineage": lineage, "run_id": run_dir.name}, cfg.dedup,
+        embedding_cache,
     )
     update_stats(run_dir, "publish", published)
-    write_report(run_dir)
+    reviewed = export_review_task(run_dir / "dataset", cfg.review, run_dir / "review")
+    update_stats(run_dir, "review_export", reviewed)
+    log.info("review sample: %d examples in %s (import decisions with `tidewright review-import`)",
+             reviewed["sampled"], run_dir / "review")
+    report = write_report(run_dir)
+    create_markdown_artifact(markdown=report.read_text(), key=artifact_key(lineage),
+                             description=f"tidewright run {run_dir.name}: funnel, question mix, similarity; plots in {run_dir / 'plots'}")
     point_latest(run_dir)
-    log.info("published %d examples (train %d, eval %d) to %s", published["published"], published["train_examples"],
+    log.info("published %d examples (%d carried from the previous version, %d new; train %d, eval %d) to %s",
+             published["published"], published["carried"], published["added"], published["train_examples"],
              published["eval_examples"], run_dir / "dataset")
     return str(run_dir)
 

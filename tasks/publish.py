@@ -1,19 +1,27 @@
-"""Publish: split by MMSI and write the dataset folder atomically (a reader never sees half of it)."""
+"""Publish: one dataset version, split by MMSI, written atomically (a reader never sees half of it).
+
+A version is the newest earlier version of its line (carried, each example on the side it was
+published on) plus what this run adds. Before writing, the split is checked for leaks: no vessel
+and no near-duplicate (cosine >= dedup.threshold) on both sides.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from prefect import task
 
-from tasks.config import SplitConfig
-from tasks.split import assign_splits, split_key
-from tasks.artifacts import QUARANTINE_COLUMNS, read_jsonl, replace_dir, write_jsonl
+from tasks.artifacts import QUARANTINE_COLUMNS, quarantine_row, read_jsonl, replace_dir, write_jsonl
+from tasks.config import DedupConfig, SplitConfig
+from tasks.dedup import cross_split_near_duplicates
+from tasks.split import assign_splits, split_key, time_holdout
+from tasks.versions import read_examples, review_quarantine_rows
 
 # what a trainer and lm-eval read; the full provenance stays in examples.parquet
 TRAIN_FIELDS = ("id", "messages", "category", "difficulty", "form", "answerable", "mmsi", "fact", "grounding")
@@ -23,45 +31,98 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def publish_dataset(
-    deduped_path: Path, quarantine_paths: list[Path], cfg: SplitConfig, dataset_dir: Path
-) -> dict[str, Any]:
-    dataset_dir = Path(dataset_dir)
-    staging = dataset_dir.with_name(dataset_dir.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-
-    examples = read_jsonl(deduped_path)
-    splits = assign_splits(examples, cfg)
-    for ex in examples:
-        ex["split"] = splits[split_key(ex)]
+def write_version(examples: list[dict[str, Any]], quarantine: pd.DataFrame, manifest: dict[str, Any], staging: Path) -> dict[str, Any]:
+    """train/eval JSONL, examples.parquet, quarantine.parquet and manifest.json (with every file's
+    sha256) into staging; returns the manifest."""
     for split in ("train", "eval"):
         rows = [{k: ex[k] for k in TRAIN_FIELDS} for ex in examples if ex["split"] == split]
         write_jsonl(rows, staging / f"{split}.jsonl")
     frame = pd.DataFrame(examples)
     if len(frame):
-        frame["messages"] = frame["messages"].map(json.dumps)
+        frame["messages"] = frame["messages"].map(lambda m: m if isinstance(m, str) else json.dumps(m))
     frame.to_parquet(staging / "examples.parquet", index=False)
-
-    quarantine = pd.concat(
-        [pd.read_parquet(p) for p in quarantine_paths if Path(p).exists()] or [pd.DataFrame(columns=list(QUARANTINE_COLUMNS))],
-        ignore_index=True,
-    ).astype("string")
+    quarantine = quarantine.astype("string")
     quarantine.to_parquet(staging / "quarantine.parquet", index=False)
-
-    counts = {s: sum(1 for e in examples if e["split"] == s) for s in ("train", "eval")}
+    splits = {}
+    for ex in examples:
+        splits.setdefault(split_key(ex), ex["split"])
     manifest = {
+        **manifest,
         "examples": len(examples),
-        "splits": counts,
+        "splits": {s: sum(1 for e in examples if e["split"] == s) for s in ("train", "eval")},
         "vessels": {s: sorted(int(m) for m, v in splits.items() if v == s and m.isdigit()) for s in ("train", "eval")},
         "quarantine": {f"{k[0]}/{k[1]}": int(v) for k, v in quarantine.groupby(["stage", "reason"]).size().items()},
-        "files": {p.name: _sha256(p) for p in sorted(staging.iterdir())},
     }
+    manifest["files"] = {p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.name != "manifest.json"}
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
 
+
+def publish_dataset(
+    deduped_path: Path,
+    quarantine_paths: list[Path],
+    cfg: SplitConfig,
+    dataset_dir: Path,
+    previous_dir: Path | None = None,
+    version: dict[str, Any] | None = None,
+    dedup_cfg: DedupConfig | None = None,
+    embedding_cache: Path | None = None,
+) -> dict[str, Any]:
+    """`previous_dir`: the dataset version this one builds on. `version`: {lineage, run_id} for the
+    manifest. `dedup_cfg`: checks train/eval for near-duplicates (the eval side of a pair leaves)."""
+    dataset_dir = Path(dataset_dir)
+    staging = dataset_dir.with_name(dataset_dir.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    version = dict(version or {})
+
+    carried = read_examples(previous_dir) if previous_dir else []
+    fixed = {split_key(e): e["split"] for e in carried}
+    new = sorted(read_jsonl(deduped_path), key=lambda e: e["id"])
+    for ex in new:
+        ex["version_added"] = version.get("run_id")
+    splits = assign_splits(carried + new, cfg, fixed)
+    held_out = []
+    for ex in new:
+        ex["split"] = splits[split_key(ex)]
+        why = time_holdout(ex, ex["split"], cfg.time_cut)
+        if why:
+            held_out.append(quarantine_row("split", "split_holdout", why, ex))
+    held_ids = {r["record_id"] for r in held_out}
+    examples = carried + [ex for ex in new if ex["id"] not in held_ids]
+
+    leaks = cross_split_near_duplicates(examples, dedup_cfg, embedding_cache) if dedup_cfg else []
+    leaked = {}
+    for train_id, eval_id, sim in leaks:
+        leaked.setdefault(eval_id, f"cosine {sim:.4f} to train example {train_id}")
+    rejected = held_out + [quarantine_row("split", "split_near_duplicate", leaked[ex["id"]], ex)
+                           for ex in examples if ex["id"] in leaked]
+    examples = [ex for ex in examples if ex["id"] not in leaked]
+
+    frames = [pd.read_parquet(p) for p in quarantine_paths if Path(p).exists()]
+    frames.append(pd.DataFrame(rejected, columns=list(QUARANTINE_COLUMNS)))
+    carried_review = review_quarantine_rows(previous_dir)
+    if carried_review is not None and len(carried_review):
+        frames.append(carried_review)  # review decisions stay with the line: later runs must not re-add those
+    quarantine = pd.concat([f.astype("string") for f in frames], ignore_index=True)
+
+    train_keys = {split_key(e) for e in examples if e["split"] == "train"}
+    shared = {split_key(e) for e in examples if e["split"] == "eval"} & train_keys
+    new_ids = {e["id"] for e in new}
+    manifest = write_version(examples, quarantine, {
+        "version": {"lineage": version.get("lineage"), "run_id": version.get("run_id"),
+                    "parent": previous_dir.parent.name if previous_dir else None,
+                    "published_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                    "carried": sum(e["id"] not in new_ids for e in examples), "added": sum(e["id"] in new_ids for e in examples)},
+        "leak_check": {"shared_split_keys": len(shared), "near_duplicate_pairs": len(leaks), "removed_from_eval": len(leaked),
+                       "threshold": dedup_cfg.threshold if dedup_cfg else None},
+    }, staging)
     replace_dir(staging, dataset_dir)
-    return {"published": len(examples), **{f"{k}_examples": v for k, v in counts.items()},
+    return {"published": len(examples), "carried": manifest["version"]["carried"], "added": manifest["version"]["added"],
+            "parent": manifest["version"]["parent"], "held_out": len(held_out),
+            "leak_removed_new": sum(i in new_ids for i in leaked), "leak_removed_carried": sum(i not in new_ids for i in leaked),
+            **{f"{k}_examples": v for k, v in manifest["splits"].items()},
             "train_vessels": len(manifest["vessels"]["train"]), "eval_vessels": len(manifest["vessels"]["eval"]),
             "quarantined_rows": len(quarantine)}
 

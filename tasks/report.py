@@ -11,18 +11,52 @@ import pandas as pd
 from tasks.seeds import actual_shares
 
 
+GATE_STAGES = ("known", "judge")  # optional checks, in flow order: in the funnel when enabled
+
+
+def gate_steps(stats: dict[str, Any]) -> list[tuple[str, int, str]]:
+    """(step, examples left after it, what it dropped and why), from generated to published."""
+    gen, val, ded, bal, pub = (stats.get(k, {}) for k in ("generate", "validate", "dedup", "balance", "publish"))
+    left = gen["generated"]
+    steps = [("generated", left, f"{gen.get('rejected', 0)} seeds quarantined by the teacher stage")]
+    validators = val.get("validators") or [{"name": "validation", "dropped": val["rejected"], "reasons": val["reasons"]}]
+    for v in validators:
+        left -= v["dropped"]
+        steps.append((v["name"], left, ", ".join(f"{k} {n}" for k, n in v["reasons"].items()) or "-"))
+    for name in GATE_STAGES:
+        stage = stats.get(name) or {}
+        if stage.get("enabled"):
+            left -= stage["dropped"]
+            why = ", ".join(f"{k} {n}" for k, n in stage["reasons"].items()) or "-"
+            if stage.get("skipped") and isinstance(stage["skipped"], int):
+                why += f"; not checked: {stage['skipped']} ({stage.get('skip_reason') or 'unscored'})"
+            steps.append((name, left, why))
+    for label, n, why in (("exact dedup", ded["exact_duplicates"], "same normalised text"),
+                          ("near dedup", ded["near_duplicates"], f"cosine >= {ded['threshold']}"),
+                          ("vs published", ded.get("published_duplicates", 0),
+                           f"repeats of the {ded.get('published_compared', 0)} published (or review-rejected) examples")):
+        left -= n
+        steps.append((label, left, f"{n} dropped: {why}"))
+    if bal:
+        left -= bal["dropped"]
+        steps.append(("balancing", left, ", ".join(f"{k} {n}" for k, n in bal["reasons"].items()) or "no cap reached"))
+    split_drop = pub.get("held_out", 0) + pub.get("leak_removed_new", 0)
+    left -= split_drop
+    steps.append(("split", left, f"time-window holdout {pub.get('held_out', 0)}, train/eval near-duplicates "
+                                 f"{pub.get('leak_removed_new', 0)}"))
+    return steps
+
+
 def funnel_balance(stats: dict[str, Any]) -> dict[str, int]:
-    """seeds = generated + quarantined by the teacher stage, and generated = kept + quarantined
-    (validation) + deduped. The report prints it; a test checks it."""
-    gen = stats["generate"]
-    generated = gen["generated"]
-    quarantined = stats["validate"]["rejected"]
-    deduped = stats["dedup"]["exact_duplicates"] + stats["dedup"]["near_duplicates"]
-    kept = stats["publish"]["published"]
+    """seeds = generated + quarantined by the teacher stage, and every generated example is either
+    added to the dataset or quarantined by exactly one later step. The report prints it; a test checks it."""
+    gen, pub = stats["generate"], stats["publish"]
+    steps = gate_steps(stats)
     seeds = stats["seeds"]["seeds"]
-    return {"seeds": seeds, "teacher_rejected": gen.get("rejected", 0), "generated": generated, "kept": kept,
-            "quarantined": quarantined, "deduped": deduped,
-            "balanced": int(generated == kept + quarantined + deduped and seeds == generated + gen.get("rejected", 0))}
+    added = pub.get("added", pub["published"])
+    return {"seeds": seeds, "teacher_rejected": gen.get("rejected", 0), "generated": gen["generated"], "kept": added,
+            "quarantined": gen["generated"] - steps[-1][1],
+            "balanced": int(steps[-1][1] == added and seeds == gen["generated"] + gen.get("rejected", 0))}
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -86,6 +120,41 @@ def generation_section(gen: dict[str, Any], seeds: dict[str, Any], examples: pd.
     return out
 
 
+def quality_gate_section(stats: dict[str, Any], run_dir: Path) -> list[str]:
+    """The gate's funnel, the question mix before/after balancing and the similarity histogram,
+    as tables and as PNGs in plots/."""
+    from tasks.plots import distribution_plot, funnel_plot, similarity_plot
+
+    steps = gate_steps(stats)
+    out = ["## Quality gate", "", _table(["step", "examples left", "dropped (reason count)"],
+                                         [[name, n, why] for name, n, why in steps]), ""]
+    plots = Path(run_dir) / "plots"
+    funnel_plot([(name, n) for name, n, _ in steps], plots / "funnel.png")
+    out += ["![funnel](plots/funnel.png)", ""]
+    bal = stats.get("balance")
+    if bal:
+        before, after = bal["before"], bal["after"]
+        keys = sorted(set(before["category_difficulty"]) | set(after["category_difficulty"]))
+        out += ["Question mix of the dataset version before and after balancing"
+                + (f" ({bal['carried']} examples carried from the previous version count in both)" if bal.get("carried") else "")
+                + ":", "", _table(["category/difficulty", "before", "after"],
+                                  [[k, before["category_difficulty"].get(k, 0), after["category_difficulty"].get(k, 0)] for k in keys]), ""]
+        distribution_plot(before, after, plots / "distribution.png")
+        out += ["![distribution](plots/distribution.png)", ""]
+    ded = stats["dedup"]
+    hist = ded.get("similarity_histogram")
+    if hist and sum(hist["candidates"]):
+        similarity_plot(hist, ded["threshold"], plots / "similarity.png")
+        top = ded.get("max_kept_cosine")
+        out += [f"Nearest-neighbour cosine (question + answer, MiniLM): highest among kept examples "
+                f"{'-' if top is None else f'{top:.3f}'} (threshold {ded['threshold']}).", "",
+                "![similarity](plots/similarity.png)", ""]
+    leak = stats["publish"]
+    out += [f"Split check: no split key on both sides; train/eval near-duplicate pairs removed from eval: "
+            f"{leak.get('leak_removed_new', 0) + leak.get('leak_removed_carried', 0)}.", ""]
+    return out
+
+
 def render_report(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     stats = json.loads((run_dir / "stats.json").read_text())
@@ -104,19 +173,22 @@ def render_report(run_dir: Path) -> str:
     seeds = stats["seeds"]
     rows.append(["seed questions", seeds["seeds"], f"from {seeds['candidates']} candidates; {seeds['unanswerable']} "
                  f"unanswerable; {seeds.get('dialogues', 0)} multi-turn dialogues"])
-    gen, val, ded, pub = stats["generate"], stats["validate"], stats["dedup"], stats["publish"]
+    gen, pub = stats["generate"], stats["publish"]
     rows.append(["examples generated", gen["generated"], f"teachers {gen['teacher']}; "
                  f"{gen.get('rejected', 0)} seeds quarantined by the teacher stage"])
-    rows.append(["passed validation", val["kept"], ", ".join(f"{k}: {v}" for k, v in val["reasons"].items()) or "none rejected"])
-    rows.append(["after dedup", ded["kept"], f"exact: {ded['exact_duplicates']}, near (cosine >= {ded['threshold']}): {ded['near_duplicates']}"])
+    rows.append(["added to the dataset", pub.get("added", pub["published"]), "after the quality gate (below)"])
+    if pub.get("carried"):
+        rows.append(["carried from the previous version", pub["carried"], f"version `{pub.get('parent')}`"
+                     + (f"; {pub['leak_removed_carried']} left eval as near-copies of train" if pub.get("leak_removed_carried") else "")])
     rows.append(["published", pub["published"], f"train {pub['train_examples']} ({pub['train_vessels']} vessels), eval {pub['eval_examples']} ({pub['eval_vessels']} vessels)"])
     out += [_table(["stage", "count", "detail"], rows), ""]
+    out += quality_gate_section(stats, run_dir)
     bal = funnel_balance(stats)
     mark = "balanced" if bal["balanced"] else "DOES NOT BALANCE"
     out += [f"Check: seed questions {bal['seeds']} = generated {bal['generated']} + quarantined by the teacher "
-            f"stage {bal['teacher_rejected']}; generated {bal['generated']} = kept {bal['kept']} + quarantined "
-            f"{bal['quarantined']} + deduped {bal['deduped']} ({mark}). Every rejected row is in "
-            "`dataset/quarantine.parquet` with its reason.", ""]
+            f"stage {bal['teacher_rejected']}; generated {bal['generated']} = added {bal['kept']} + quarantined by "
+            f"the gate {bal['quarantined']} ({mark}). Every rejected row is in "
+            "`dataset/quarantine.parquet` with its stage and reason.", ""]
     examples_path = run_dir / "dataset" / "examples.parquet"
     published = None
     if examples_path.exists():
@@ -126,7 +198,7 @@ def render_report(run_dir: Path) -> str:
     out += generation_section(gen, seeds, published)
     if gen.get("planted_errors"):
         out += [f"Offline teacher planted {gen['planted_errors']} wrong values (teacher.corrupt_share); "
-                f"the grounding gate caught {val['planted_errors_caught']}.", ""]
+                f"the grounding gate caught {stats['validate']['planted_errors_caught']}.", ""]
 
     files = ing.get("files") or {}
     if files:
@@ -176,6 +248,9 @@ def render_report(run_dir: Path) -> str:
             "- `dataset/train.jsonl`, `dataset/eval.jsonl`: chat examples (`messages`), split by MMSI",
             "- `dataset/examples.parquet`: kept examples with provenance (sql file + digest, params, source-row hash, teacher, seed)",
             "- `dataset/quarantine.parquet`: every rejected AIS row and example with its stage and reason",
+            "- `dataset/manifest.json`: counts, vessels per split, the version (line, parent, carried, added), the leak check, file sha256s",
+            "- `plots/*.png`: the quality-gate funnel, the question mix before/after balancing, the similarity histogram",
+            "- `review/`: the stratified sample for human review (JSONL, CSV, instructions); import decisions with `tidewright review-import`",
             "- `facts/*.parquet`, `staged/positions/` (the day files this run touched, hive-partitioned), `warehouse.duckdb`: the computed facts and cleaned positions",
             "- `eval/results.json`, `eval/lm_eval_task/`: scores, and the lm-eval task to re-run by hand", ""]
     return "\n".join(out)

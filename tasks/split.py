@@ -1,10 +1,14 @@
 """Split by vessel: every example about one MMSI lands in the same split, so eval never
 scores a vessel the student saw in training. Area questions (traffic in a cell, busiest ports)
-are about no single vessel: each area fact is its own unit (`split_key` "area:<source hash>")."""
+are about no single vessel: each area fact is its own unit (`split_key` "area:<source hash>").
+A unit already published keeps its side in every later version of the dataset.
+With `split.time_cut` the split is by time window too: eval questions are about windows from the
+cut on, train questions about windows that end by it."""
 
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Any
 
 from tasks.config import SplitConfig
@@ -21,19 +25,40 @@ def _position(key: str, seed: int) -> float:
     return int(hashlib.sha256(f"{seed}|{key}".encode()).hexdigest()[:12], 16) / 16**12
 
 
-def assign_splits(examples: list[dict[str, Any]], cfg: SplitConfig) -> dict[str, str]:
-    """Split key (MMSI) -> 'train' | 'eval'. A vessel goes to eval when its hash position is below eval_share,
-    so nightly refreshes keep each vessel on its side. With few vessels the hash may put all of
-    them on one side: then the vessel nearest the cut moves, so both splits are non-empty."""
-    keys = {split_key(e) for e in examples}
-    vessels = sorted((k for k in keys if k.isdigit()), key=lambda m: _position(m, cfg.seed))
+def assign_splits(examples: list[dict[str, Any]], cfg: SplitConfig, fixed: dict[str, str] | None = None) -> dict[str, str]:
+    """Split key (MMSI) -> 'train' | 'eval'. Keys in `fixed` (published before) keep their side; a new
+    vessel goes to eval when its hash position is below eval_share, so nightly refreshes keep each
+    vessel on its side. With few vessels the hash may put all of them on one side: then the new
+    vessel nearest the cut moves, so both splits hold a vessel."""
+    fixed = dict(fixed or {})
+    keys = {split_key(e) for e in examples} | set(fixed)
+    new_vessels = sorted((k for k in keys if k.isdigit() and k not in fixed), key=lambda m: _position(m, cfg.seed))
     # area facts follow their hash alone; the at-least-one-each rule below is about vessels
-    areas = {k: ("eval" if _position(k, cfg.seed) < cfg.eval_share else "train") for k in keys if not k.isdigit()}
+    out = {k: ("eval" if _position(k, cfg.seed) < cfg.eval_share else "train") for k in keys if k not in fixed}
+    out.update(fixed)
+    vessels = [k for k in keys if k.isdigit()]
     if len(vessels) < 2:
         raise InputError(
             f"the dataset covers {len(vessels)} vessel(s); a split by MMSI needs at least 2 "
             "(simulate more vessels or ingest more data)"
         )
-    n_eval = sum(_position(m, cfg.seed) < cfg.eval_share for m in vessels)
-    n_eval = min(max(n_eval, 1), len(vessels) - 1)
-    return {**{m: ("eval" if i < n_eval else "train") for i, m in enumerate(vessels)}, **areas}
+    sides = {out[m] for m in vessels}
+    if len(sides) == 1 and new_vessels:
+        # the lowest hash position is nearest the eval side, the highest nearest train
+        mover = new_vessels[0] if sides == {"train"} else new_vessels[-1]
+        out[mover] = "eval" if sides == {"train"} else "train"
+    return out
+
+
+def time_holdout(example: dict[str, Any], side: str, cut: datetime | None) -> str | None:
+    """Why an example cannot go to its side under the time cut (None: it can)."""
+    if cut is None:
+        return None
+    start, end = example.get("window_start"), example.get("window_end")
+    if not start or not end:
+        return "the question has no time window to place against split.time_cut"
+    if side == "eval" and datetime.fromisoformat(str(start)) < cut:
+        return f"eval vessel, window starts {start}, before the cut {cut.isoformat()}"
+    if side == "train" and datetime.fromisoformat(str(end)) > cut:
+        return f"train vessel, window ends {end}, after the cut {cut.isoformat()}"
+    return None

@@ -53,7 +53,9 @@ def test_counts_add_up_and_nothing_is_lost(refreshed):
     examples = pd.read_parquet(run / "dataset" / "examples.parquet")
     generated = stats["generate"]["generated"]
     by_stage = quarantine["stage"].value_counts().to_dict()
-    assert generated == len(examples) + by_stage.get("validate", 0) + by_stage.get("dedup", 0)
+    gate = sum(by_stage.get(s, 0) for s in ("validate", "judge", "known", "dedup", "balance", "split"))
+    assert generated == len(examples) + gate
+    assert stats["publish"]["carried"] == 0 and stats["publish"]["added"] == len(examples)
     assert stats["ingest"]["rows"] == stats["stage"]["kept"] + by_stage["stage"] + by_stage.get("ingest", 0)
     assert "(balanced)" in (run / "report.md").read_text()
     # the simulator's dirty rows reach quarantine with reasons
@@ -109,3 +111,58 @@ def test_student_is_trained_and_scored_base_vs_tuned(refreshed):
     assert stats["train"]["steps"] == 8 and stats["train"]["method"] == "lora"  # no CUDA here
     report = (run / "report.md").read_text()
     assert "## Training" in report and "## Evaluation (lm-eval)" in report
+
+
+@pytest.fixture(scope="module")
+def second_night(refreshed):
+    """The nightly refresh again over the same simulated day, into the same runs folder."""
+    from flows.refresh import refresh
+
+    runs, _ = refreshed
+    return Path(refresh(config=CONFIG, overrides=small_overrides(runs), run_id="flowtest-2"))
+
+
+def test_a_second_run_on_the_same_data_publishes_no_near_copies(refreshed, second_night):
+    from tasks.config import DedupConfig
+    from tasks.dedup import dedup_text, embed_texts, nearest_cosine
+
+    runs, _ = refreshed
+    first = pd.read_parquet(runs / "flowtest" / "dataset" / "examples.parquet")
+    second = pd.read_parquet(second_night / "dataset" / "examples.parquet")
+    stats = json.loads((second_night / "stats.json").read_text())
+    manifest = json.loads((second_night / "dataset" / "manifest.json").read_text())
+    # the same day again: every example is a repeat of the published version, none is added
+    assert stats["publish"]["added"] == 0 and stats["publish"]["carried"] == len(first) > 0
+    assert manifest["version"]["parent"] == "flowtest" and manifest["version"]["lineage"] == "maritime_ais"
+    assert stats["dedup"]["published_duplicates"] == stats["dedup"]["input"] > 0
+    # the version is the first one, each example on the side it was published on
+    pd.testing.assert_frame_equal(second.sort_values("id")[["id", "split", "question", "answer"]].reset_index(drop=True),
+                                  first.sort_values("id")[["id", "split", "question", "answer"]].reset_index(drop=True))
+    cfg = DedupConfig()
+    vectors, _ = embed_texts([dedup_text(r) for r in second.to_dict("records")], cfg)
+    assert float(nearest_cosine(vectors).max()) < cfg.threshold
+    q = pd.read_parquet(second_night / "dataset" / "quarantine.parquet")
+    assert set(q.loc[q.stage == "dedup", "reason"]) <= {"published_duplicate", "near_published"}
+    assert "Check: " in (second_night / "report.md").read_text() and "(balanced)" in (second_night / "report.md").read_text()
+
+
+def test_report_has_the_quality_gate_plots_and_a_prefect_artifact(refreshed):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    runs, _ = refreshed
+    run = runs / "flowtest"
+    report = (run / "report.md").read_text()
+    assert "## Quality gate" in report
+    for name in ("funnel", "distribution", "similarity"):
+        png = run / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plots/{name}.png" in report
+
+    async def artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["report-maritime-ais"])))
+
+    found = asyncio.run(artifacts())
+    assert any("## Quality gate" in (a.data or "") for a in found)

@@ -39,6 +39,8 @@ def faults(n: int, request: dict) -> str | None:
 def write_config(tmp: Path, srv: LoopbackLLM, runs: Path, cache: Path) -> Path:
     config = {
         "run": {"runs_dir": str(runs)},
+        # each config its own dataset line: the resumed run must not build on the reference's version
+        "publish": {"lineage": cache.stem},
         "simulate": {"vessels": 10, "hours": 12},
         "generate": {"max_seeds": 60},
         "teacher": {
