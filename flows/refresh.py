@@ -127,7 +127,7 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = Non
                         cache_path, work / "judge_ledger.jsonl")
     update_stats(run_dir, "judge", judged)
     for name, stage in (("already-known filter", known), ("LLM judge", judged)):
-        if not stage.get("skipped"):
+        if stage.get("enabled"):
             log.info("%s kept %d of %d %s", name, stage["kept"], stage["input"], stage["reasons"])
     lineage = lineage_of(cfg)
     previous = latest_version(cfg.run.runs_dir, lineage, exclude=run_dir)
@@ -161,7 +161,9 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = Non
     log.info("review sample: %d examples in %s (import decisions with `tidewright review-import`)",
              reviewed["sampled"], run_dir / "review")
     report = write_report(run_dir)
-    create_markdown_artifact(markdown=report.read_text(), key=artifact_key(lineage),
+    # the UI cannot show the run folder's PNGs: the artifact names where they are instead
+    artifact = re.sub(r"!\[(\w+)\]\((plots/[\w.]+)\)", lambda m: f"*{m[1]} plot: `{run_dir / m[2]}`*", report.read_text())
+    create_markdown_artifact(markdown=artifact, key=artifact_key(lineage),
                              description=f"tidewright run {run_dir.name}: funnel, question mix, similarity; plots in {run_dir / 'plots'}")
     point_latest(run_dir)
     log.info("published %d examples (%d carried from the previous version, %d new; train %d, eval %d) to %s",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,8 @@ from prefect import flow, get_run_logger
 
 from tasks.config import load_config
 from tasks.review import export_review_task, import_review_task
-from tasks.rundir import resolve_run_dir
+from tasks.report import write_report
+from tasks.rundir import resolve_run_dir, update_stats
 
 DEFAULT_CONFIG = "pipeline_configs/maritime_ais.yaml"
 
@@ -38,9 +40,25 @@ def review_import(decisions: str, config: str = DEFAULT_CONFIG, overrides: dict[
         log.info("review import: accepted %d, rejected %d, edited %d (forced %d), not reviewed %d, already applied %d",
                  stats["accepted"], stats["rejected"], stats["edited"], stats["forced_edits"], stats["not_reviewed"],
                  stats["unchanged"])
+        refresh_run_counts(run, stats)
     else:
         log.info("review import: every decision in %s is already in the dataset; nothing changed", decisions)
     return stats
+
+
+def refresh_run_counts(run: Path, imported: dict[str, Any]) -> None:
+    """The run's stats and report follow the dataset after an import (counts from its manifest)."""
+    manifest = json.loads((run / "dataset" / "manifest.json").read_text())
+    stats_path = run / "stats.json"
+    if not stats_path.exists():
+        return
+    publish = json.loads(stats_path.read_text()).get("publish", {})
+    publish.update(published=manifest["examples"], train_examples=manifest["splits"]["train"],
+                   eval_examples=manifest["splits"]["eval"], train_vessels=len(manifest["vessels"]["train"]),
+                   eval_vessels=len(manifest["vessels"]["eval"]))
+    update_stats(run, "publish", publish)
+    update_stats(run, "review_import", {k: v for k, v in imported.items() if isinstance(v, (int, float, str))})
+    write_report(run)
 
 
 if __name__ == "__main__":

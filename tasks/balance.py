@@ -19,6 +19,7 @@ from prefect import task
 from tasks.artifacts import quarantine_row, read_jsonl, write_jsonl, write_quarantine
 from tasks.config import BalanceConfig
 from tasks.dedup import nearest_cosine
+from tasks.errors import ConfigError
 
 
 def stratum(example: dict[str, Any], keys: list[str]) -> str:
@@ -48,6 +49,10 @@ def balance_examples(
 ) -> dict[str, Any]:
     candidates = read_jsonl(in_path)
     carried = carried or []
+    missing = [k for k in cfg.stratum_keys if candidates and all(k not in e for e in candidates)]
+    if missing:
+        raise ConfigError(f"balance.stratum_keys {missing} are not fields of the examples; use fields such as "
+                          "category, difficulty, form, vessel_type, region")
     redundancy = np.zeros(len(candidates), dtype=np.float32)
     if embeddings_path is not None and Path(embeddings_path).exists() and candidates:
         vectors = np.load(embeddings_path)

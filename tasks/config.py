@@ -7,7 +7,7 @@ field's dotted path instead of being ignored.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -347,6 +347,13 @@ class DedupConfig(Section):
     )
     cache_path: Path | None = Field(None, description="Embedding cache (SQLite); default <runs_dir>/embedding_cache.sqlite.")
 
+    @model_validator(mode="after")
+    def _thresholds(self) -> "DedupConfig":
+        if self.paraphrase_threshold > self.threshold:
+            raise ValueError(f"dedup.paraphrase_threshold ({self.paraphrase_threshold}) must not be above dedup.threshold "
+                             f"({self.threshold}): the paraphrase rule would never apply")
+        return self
+
 
 class BalanceConfig(Section):
     """Caps keep one kind of question from crowding out the rest. They count the whole dataset
@@ -364,12 +371,15 @@ class BalanceConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _positive(self) -> "BalanceConfig":
-        for name in ("max_per_category", "max_per_difficulty"):
+    def _known_keys(self) -> "BalanceConfig":
+        for name, known in (("max_per_category", CATEGORIES), ("max_per_difficulty", ("easy", "medium", "hard"))):
             value = getattr(self, name)
             caps = value.values() if isinstance(value, dict) else [value] if value is not None else []
             if any(c < 0 for c in caps):
                 raise ValueError(f"balance.{name} must not be negative")
+            unknown = sorted(set(value) - set(known)) if isinstance(value, dict) else []
+            if unknown:
+                raise ValueError(f"balance.{name} names {unknown}, which no question has; known: {list(known)}")
         return self
 
 
@@ -383,6 +393,14 @@ class SplitConfig(Section):
             "holds train vessels' questions about windows that end by it; the rest go to quarantine (split_holdout)."
         ),
     )
+
+
+    @model_validator(mode="after")
+    def _naive_utc(self) -> "SplitConfig":
+        # AIS times are naive UTC (as NOAA writes them): an offset-aware cut is converted, not compared as is
+        if self.time_cut is not None and self.time_cut.tzinfo is not None:
+            object.__setattr__(self, "time_cut", self.time_cut.astimezone(timezone.utc).replace(tzinfo=None))
+        return self
 
 
 class PublishConfig(Section):
@@ -411,7 +429,7 @@ class ReviewConfig(Section):
         8, ge=0, description="Lines of the AIS records shown in the CSV (0: none; the JSONL has them all)."
     )
     force_edits: bool = Field(
-        False, description="Keep edited answers that fail the grounding check (marked in review_grounding) instead of refusing the import."
+        False, description="Keep edited answers that fail the grounding check (marked in review_check) instead of refusing the import."
     )
 
 

@@ -40,6 +40,9 @@ def write_version(examples: list[dict[str, Any]], quarantine: pd.DataFrame, mani
     frame = pd.DataFrame(examples)
     if len(frame):
         frame["messages"] = frame["messages"].map(lambda m: m if isinstance(m, str) else json.dumps(m))
+        for column in ("mmsi", "asked_mmsi"):  # area questions have none: nullable ints, never 366000001.0
+            if column in frame:
+                frame[column] = frame[column].astype("Int64")
     frame.to_parquet(staging / "examples.parquet", index=False)
     quarantine = quarantine.astype("string")
     quarantine.to_parquet(staging / "quarantine.parquet", index=False)
@@ -79,25 +82,36 @@ def publish_dataset(
 
     carried = read_examples(previous_dir) if previous_dir else []
     fixed = {split_key(e): e["split"] for e in carried}
-    new = sorted(read_jsonl(deduped_path), key=lambda e: e["id"])
-    for ex in new:
-        ex["version_added"] = version.get("run_id")
+    carried_ids = {e["id"] for e in carried}
+    new, rejected = [], []
+    for ex in sorted(read_jsonl(deduped_path), key=lambda e: e["id"]):
+        if ex["id"] in carried_ids:
+            # the same seed, teacher and prompt version (dedup.against_published off): one id, one example
+            rejected.append(quarantine_row("publish", "published_duplicate", "the version already holds this id", ex))
+        else:
+            ex["version_added"] = version.get("run_id")
+            new.append(ex)
+    new_ids = {e["id"] for e in new}
     splits = assign_splits(carried + new, cfg, fixed)
-    held_out = []
     for ex in new:
         ex["split"] = splits[split_key(ex)]
-        why = time_holdout(ex, ex["split"], cfg.time_cut)
-        if why:
-            held_out.append(quarantine_row("split", "split_holdout", why, ex))
+    # the time cut holds for the whole version: carried examples outside it leave too
+    held_out = [quarantine_row("split", "split_holdout", why, ex) for ex in carried + new
+                if (why := time_holdout(ex, ex["split"], cfg.time_cut))]
     held_ids = {r["record_id"] for r in held_out}
-    examples = carried + [ex for ex in new if ex["id"] not in held_ids]
+    examples = [ex for ex in carried + new if ex["id"] not in held_ids]
 
+    # a train/eval near-duplicate pair loses its new member (published examples stay where they are);
+    # when both are published (a review edit can do that), the eval one leaves
     leaks = cross_split_near_duplicates(examples, dedup_cfg, embedding_cache) if dedup_cfg else []
-    leaked = {}
+    leaked: dict[str, str] = {}
     for train_id, eval_id, sim in leaks:
-        leaked.setdefault(eval_id, f"cosine {sim:.4f} to train example {train_id}")
-    rejected = held_out + [quarantine_row("split", "split_near_duplicate", leaked[ex["id"]], ex)
-                           for ex in examples if ex["id"] in leaked]
+        if train_id in leaked or eval_id in leaked:
+            continue
+        loser, other = (train_id, eval_id) if train_id in new_ids and eval_id not in new_ids else (eval_id, train_id)
+        leaked[loser] = f"cosine {sim:.4f} to {other} on the other side of the split"
+    rejected += held_out + [quarantine_row("split", "split_near_duplicate", leaked[ex["id"]], ex)
+                            for ex in examples if ex["id"] in leaked]
     examples = [ex for ex in examples if ex["id"] not in leaked]
 
     frames = [pd.read_parquet(p) for p in quarantine_paths if Path(p).exists()]
@@ -109,7 +123,6 @@ def publish_dataset(
 
     train_keys = {split_key(e) for e in examples if e["split"] == "train"}
     shared = {split_key(e) for e in examples if e["split"] == "eval"} & train_keys
-    new_ids = {e["id"] for e in new}
     manifest = write_version(examples, quarantine, {
         "version": {"lineage": version.get("lineage"), "run_id": version.get("run_id"),
                     "parent": previous_dir.parent.name if previous_dir else None,
@@ -120,7 +133,8 @@ def publish_dataset(
     }, staging)
     replace_dir(staging, dataset_dir)
     return {"published": len(examples), "carried": manifest["version"]["carried"], "added": manifest["version"]["added"],
-            "parent": manifest["version"]["parent"], "held_out": len(held_out),
+            "parent": manifest["version"]["parent"], "id_repeats": len(rejected) - len(held_out) - len(leaked),
+            "held_out": sum(i in new_ids for i in held_ids), "held_out_carried": sum(i not in new_ids for i in held_ids),
             "leak_removed_new": sum(i in new_ids for i in leaked), "leak_removed_carried": sum(i not in new_ids for i in leaked),
             **{f"{k}_examples": v for k, v in manifest["splits"].items()},
             "train_vessels": len(manifest["vessels"]["train"]), "eval_vessels": len(manifest["vessels"]["eval"]),

@@ -40,10 +40,9 @@ def gate_steps(stats: dict[str, Any]) -> list[tuple[str, int, str]]:
     if bal:
         left -= bal["dropped"]
         steps.append(("balancing", left, ", ".join(f"{k} {n}" for k, n in bal["reasons"].items()) or "no cap reached"))
-    split_drop = pub.get("held_out", 0) + pub.get("leak_removed_new", 0)
-    left -= split_drop
-    steps.append(("split", left, f"time-window holdout {pub.get('held_out', 0)}, train/eval near-duplicates "
-                                 f"{pub.get('leak_removed_new', 0)}"))
+    left -= pub.get("held_out", 0) + pub.get("leak_removed_new", 0) + pub.get("id_repeats", 0)
+    steps.append(("split and publish", left, f"time-window holdout {pub.get('held_out', 0)}, train/eval near-duplicates "
+                                             f"{pub.get('leak_removed_new', 0)}, ids already in the version {pub.get('id_repeats', 0)}"))
     return steps
 
 
@@ -178,10 +177,17 @@ def render_report(run_dir: Path) -> str:
                  f"{gen.get('rejected', 0)} seeds quarantined by the teacher stage"])
     rows.append(["added to the dataset", pub.get("added", pub["published"]), "after the quality gate (below)"])
     if pub.get("carried"):
+        left = [f"{pub[k]} {why}" for k, why in (("held_out_carried", "left as outside split.time_cut"),
+                                                ("leak_removed_carried", "left as near-copies across the split"))
+                if pub.get(k)]
         rows.append(["carried from the previous version", pub["carried"], f"version `{pub.get('parent')}`"
-                     + (f"; {pub['leak_removed_carried']} left eval as near-copies of train" if pub.get("leak_removed_carried") else "")])
+                     + (f" ({'; '.join(left)})" if left else "")])
     rows.append(["published", pub["published"], f"train {pub['train_examples']} ({pub['train_vessels']} vessels), eval {pub['eval_examples']} ({pub['eval_vessels']} vessels)"])
     out += [_table(["stage", "count", "detail"], rows), ""]
+    if stats.get("review_import"):
+        r = stats["review_import"]
+        out += [f"Human review (last import): accepted {r.get('accepted', 0)}, rejected {r.get('rejected', 0)} (moved to "
+                f"quarantine, stage review), edited {r.get('edited', 0)}; `published` counts the dataset after it.", ""]
     out += quality_gate_section(stats, run_dir)
     bal = funnel_balance(stats)
     mark = "balanced" if bal["balanced"] else "DOES NOT BALANCE"

@@ -471,12 +471,27 @@ def _review_rejected_ids(quarantine: pd.DataFrame) -> set[str]:
     return set(quarantine.loc[quarantine["stage"] == "review", "record_id"].dropna().astype(str))
 
 
+def check_newest_version(dataset_dir: Path) -> None:
+    """Decisions go into the newest version of the dataset line: a later version already carries
+    these examples, and decisions applied to an older one would never reach it."""
+    from tasks.versions import latest_version
+
+    dataset_dir = Path(dataset_dir).resolve()
+    manifest = json.loads((dataset_dir / "manifest.json").read_text())
+    lineage = (manifest.get("version") or {}).get("lineage")
+    newest = latest_version(dataset_dir.parent.parent, lineage) if lineage else None
+    if newest is not None and newest.resolve() != dataset_dir:
+        raise InputError(f"{dataset_dir.parent.name} is not the newest version of dataset line {lineage}: "
+                         f"{newest.parent.name} carries its examples; import the decisions there (--run-dir {newest.parent})")
+
+
 def load_review_plan(dataset_dir: Path, decisions_path: Path, cfg: ReviewConfig,
                      validate_cfg: ValidateConfig) -> ReviewPlan:
     """Read the dataset and the decisions and check every row; one InputError lists all bad rows."""
     dataset_dir = Path(dataset_dir)
     if not (dataset_dir / "examples.parquet").is_file():
         raise InputError(f"{dataset_dir} holds no published dataset (examples.parquet); run the refresh flow first")
+    check_newest_version(dataset_dir)
     rows = read_decisions(decisions_path)
     frame = pd.read_parquet(dataset_dir / "examples.parquet")
     quarantine = pd.read_parquet(dataset_dir / "quarantine.parquet")

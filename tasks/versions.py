@@ -4,6 +4,7 @@ their manifest, so there is no registry to fall out of step with the folders."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,14 @@ from tasks.config import PipelineConfig
 
 
 def lineage_of(cfg: PipelineConfig) -> str:
-    return cfg.publish.lineage or cfg.run.domain
+    """publish.lineage, or the domain; a simulation is its own line (its config's hash), since
+    simulated traffic is not a feed: two different simulations never merge into one dataset."""
+    if cfg.publish.lineage:
+        return cfg.publish.lineage
+    if cfg.source.kind == "simulator":
+        digest = hashlib.sha256(cfg.simulate.model_dump_json().encode()).hexdigest()[:8]
+        return f"{cfg.run.domain}-sim-{digest}"
+    return cfg.run.domain
 
 
 def _manifest(dataset_dir: Path) -> dict[str, Any] | None:

@@ -133,7 +133,8 @@ def test_a_second_run_on_the_same_data_publishes_no_near_copies(refreshed, secon
     manifest = json.loads((second_night / "dataset" / "manifest.json").read_text())
     # the same day again: every example is a repeat of the published version, none is added
     assert stats["publish"]["added"] == 0 and stats["publish"]["carried"] == len(first) > 0
-    assert manifest["version"]["parent"] == "flowtest" and manifest["version"]["lineage"] == "maritime_ais"
+    # a simulation is a dataset line of its own (its config's hash): the same simulated day, the same line
+    assert manifest["version"]["parent"] == "flowtest" and manifest["version"]["lineage"].startswith("maritime_ais-sim-")
     assert stats["dedup"]["published_duplicates"] == stats["dedup"]["input"] > 0
     # the version is the first one, each example on the side it was published on
     pd.testing.assert_frame_equal(second.sort_values("id")[["id", "split", "question", "answer"]].reset_index(drop=True),
@@ -160,9 +161,13 @@ def test_report_has_the_quality_gate_plots_and_a_prefect_artifact(refreshed):
         png = run / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plots/{name}.png" in report
 
+    from flows.refresh import artifact_key
+
+    lineage = json.loads((run / "dataset" / "manifest.json").read_text())["version"]["lineage"]
+
     async def artifacts():
         async with get_client() as client:
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["report-maritime-ais"])))
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key(lineage)])))
 
-    found = asyncio.run(artifacts())
-    assert any("## Quality gate" in (a.data or "") for a in found)
+    found = [a.data or "" for a in asyncio.run(artifacts())]
+    assert any("## Quality gate" in d and str(run / "plots" / "funnel.png") in d for d in found)

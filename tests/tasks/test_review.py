@@ -296,3 +296,41 @@ def test_cli_round_trip(prefect_server, tmp_path, capsys):
     assert "already in the dataset; nothing changed" in capsys.readouterr().out
     assert main(["review-import", "--config", CONFIG, "--run-dir", str(run_dir)]) == 2
     assert "review-import needs --file" in capsys.readouterr().err
+
+
+def test_a_rejection_stays_rejected_in_later_versions_and_only_the_newest_version_takes_decisions(tmp_path):
+    from tasks.config import DedupConfig
+    from tasks.dedup import dedup_examples
+    from tasks.versions import dedup_reference, latest_version
+
+    runs = tmp_path / "runs"
+    rows = [example(movement_seed(mmsi=366000000 + i, hour=i % 20)) for i in range(12)]
+    for i, r in enumerate(rows):
+        r["id"] = f"ex{i:03d}"
+    write_jsonl(rows, tmp_path / "v1.jsonl")
+    publish_dataset(tmp_path / "v1.jsonl", [], SplitConfig(eval_share=0.3), runs / "r1" / "dataset",
+                    version={"lineage": "ais", "run_id": "r1"})
+    v1 = runs / "r1" / "dataset"
+    export_review_sample(v1, ReviewConfig(share=0.5), runs / "r1" / "review")
+    sample = read_csv(runs / "r1" / "review" / "review_sample.csv")
+    gone = sample[0]["id"]
+    import_review(v1, write_csv(tmp_path / "d.csv", fill(sample, {gone: ("reject", "wrong vessel", "")})), ReviewConfig())
+
+    # the next night: the same examples come back from the teacher; the rejected one is not re-added
+    write_jsonl(rows, tmp_path / "again.jsonl")
+    reference = dedup_reference(latest_version(runs, "ais"))
+    assert gone in {r["id"] for r in reference if r.get("origin") == "rejected in review"}
+    stats = dedup_examples(tmp_path / "again.jsonl", DedupConfig(), tmp_path / "kept.jsonl", tmp_path / "q.parquet", reference)
+    assert stats["kept"] == 0 and stats["published_duplicates"] == len(rows)
+    publish_dataset(tmp_path / "kept.jsonl", [], SplitConfig(eval_share=0.3), runs / "r2" / "dataset", v1,
+                    {"lineage": "ais", "run_id": "r2"})
+    v2 = pd.read_parquet(runs / "r2" / "dataset" / "examples.parquet")
+    assert gone not in set(v2.id) and len(v2) == len(rows) - 1
+    q2 = pd.read_parquet(runs / "r2" / "dataset" / "quarantine.parquet")
+    assert q2.loc[q2.stage == "review", "record_id"].tolist() == [gone]  # the decision travels with the line
+    assert gone in {r["id"] for r in dedup_reference(runs / "r2" / "dataset") if r.get("origin")}
+
+    # decisions for r1 would never reach r2, which already carries r1's examples: refused, with where to go
+    other = next(r["id"] for r in sample[1:])
+    with pytest.raises(InputError, match=r"not the newest version of dataset line ais.*--run-dir .*r2"):
+        import_review(v1, write_csv(tmp_path / "d2.csv", fill(sample, {other: ("accept", "", "")})), ReviewConfig())
