@@ -28,7 +28,7 @@ from tasks.simulate import simulate_ais_task
 from tasks.stage import stage_task
 from tasks.teacher import generate_task
 from tasks.validate import validate_task
-from tasks.versions import dedup_reference, latest_version, lineage_of, read_examples
+from tasks.versions import dedup_reference, latest_version, lineage_of
 
 DEFAULT_CONFIG = "pipeline_configs/maritime_ais.yaml"
 
@@ -140,9 +140,8 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = Non
     update_stats(run_dir, "dedup", deduped)
     log.info("dedup kept %d (exact %d, near %d, repeats of the published version %d)", deduped["kept"],
              deduped["exact_duplicates"], deduped["near_duplicates"], deduped["published_duplicates"])
-    carried = read_examples(previous) if previous is not None else []
     balanced = balance_task(work / "deduped.jsonl", cfg.balance, work / "balanced.jsonl", work / "quarantine_balance.parquet",
-                            work / "deduped_embeddings.npy", carried)
+                            work / "deduped_embeddings.npy", previous)
     update_stats(run_dir, "balance", balanced)
     if balanced["dropped"]:
         log.info("balancing kept %d of %d (%s)", balanced["kept"], balanced["input"], balanced["reasons"])

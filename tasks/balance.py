@@ -20,6 +20,7 @@ from tasks.artifacts import quarantine_row, read_jsonl, write_jsonl, write_quara
 from tasks.config import BalanceConfig
 from tasks.dedup import nearest_cosine
 from tasks.errors import ConfigError
+from tasks.versions import read_examples
 
 
 def stratum(example: dict[str, Any], keys: list[str]) -> str:
@@ -45,14 +46,15 @@ def balance_examples(
     out_path: Path,
     quarantine_path: Path,
     embeddings_path: Path | None = None,
-    carried: list[dict[str, Any]] | None = None,
+    previous_dir: Path | None = None,
 ) -> dict[str, Any]:
+    """previous_dir: the version this run builds on; its examples count toward the caps."""
     candidates = read_jsonl(in_path)
-    carried = carried or []
     missing = [k for k in cfg.stratum_keys if candidates and all(k not in e for e in candidates)]
     if missing:
         raise ConfigError(f"balance.stratum_keys {missing} are not fields of the examples; use fields such as "
                           "category, difficulty, form, vessel_type, region")
+    carried = read_examples(previous_dir, sorted({"category", "difficulty", *cfg.stratum_keys})) if previous_dir else []
     redundancy = np.zeros(len(candidates), dtype=np.float32)
     if embeddings_path is not None and Path(embeddings_path).exists() and candidates:
         vectors = np.load(embeddings_path)

@@ -27,8 +27,26 @@ from tasks.versions import read_examples, review_quarantine_rows
 TRAIN_FIELDS = ("id", "messages", "category", "difficulty", "form", "answerable", "mmsi", "fact", "grounding")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def finish_manifest(manifest: dict[str, Any], examples: list[dict[str, Any]], quarantine: pd.DataFrame, folder: Path) -> dict[str, Any]:
+    """The counts every version's manifest.json carries (examples, splits, vessels per split,
+    quarantine by stage/reason, each file's sha256), written into folder; the other keys stay."""
+    sides: dict[str, str] = {}
+    for ex in examples:
+        sides.setdefault(split_key(ex), ex["split"])
+    manifest = {
+        **manifest,
+        "examples": len(examples),
+        "splits": {s: sum(1 for e in examples if e["split"] == s) for s in ("train", "eval")},
+        "vessels": {s: sorted(int(m) for m, v in sides.items() if v == s and m.isdigit()) for s in ("train", "eval")},
+        "quarantine": {f"{k[0]}/{k[1]}": int(v) for k, v in quarantine.groupby(["stage", "reason"]).size().items()},
+    }
+    manifest["files"] = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "manifest.json"}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
 
 
 def write_version(examples: list[dict[str, Any]], quarantine: pd.DataFrame, manifest: dict[str, Any], staging: Path) -> dict[str, Any]:
@@ -46,19 +64,7 @@ def write_version(examples: list[dict[str, Any]], quarantine: pd.DataFrame, mani
     frame.to_parquet(staging / "examples.parquet", index=False)
     quarantine = quarantine.astype("string")
     quarantine.to_parquet(staging / "quarantine.parquet", index=False)
-    splits = {}
-    for ex in examples:
-        splits.setdefault(split_key(ex), ex["split"])
-    manifest = {
-        **manifest,
-        "examples": len(examples),
-        "splits": {s: sum(1 for e in examples if e["split"] == s) for s in ("train", "eval")},
-        "vessels": {s: sorted(int(m) for m, v in splits.items() if v == s and m.isdigit()) for s in ("train", "eval")},
-        "quarantine": {f"{k[0]}/{k[1]}": int(v) for k, v in quarantine.groupby(["stage", "reason"]).size().items()},
-    }
-    manifest["files"] = {p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.name != "manifest.json"}
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return manifest
+    return finish_manifest(manifest, examples, quarantine, staging)
 
 
 def publish_dataset(

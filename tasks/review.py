@@ -33,7 +33,7 @@ from prefect import task
 from tasks.artifacts import QUARANTINE_COLUMNS, quarantine_row, replace_dir, write_jsonl
 from tasks.config import ReviewConfig, ValidateConfig
 from tasks.errors import ConfigError, InputError
-from tasks.split import split_key
+from tasks.publish import finish_manifest, sha256_file
 from tasks.validate import RunNames, run_names, validate_example
 
 DECISIONS = ("accept", "reject", "edit")
@@ -52,10 +52,6 @@ UNIT_WORDS = {
     "speed_kn": "knots", "distance_nm": "nautical miles", "minutes": "minutes", "hours": "hours",
     "degrees": "degrees", "metres": "metres",
 }
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _plain(value: Any) -> Any:
@@ -180,7 +176,7 @@ def check_no_pending_decisions(out_dir: Path, dataset_dir: Path) -> None:
     imported = _imported_digests(dataset_dir)
     for name in (SAMPLE_CSV, SAMPLE_JSONL):
         path = out_dir / name
-        if not path.exists() or _sha256(path) in imported:
+        if not path.exists() or sha256_file(path) in imported:
             continue
         try:
             filled = sum(1 for row in read_decisions(path) if row.decision)
@@ -525,7 +521,7 @@ def import_review(dataset_dir: Path, decisions_path: Path, cfg: ReviewConfig,
     """Apply a reviewer's decisions to the dataset version in dataset_dir (see the module doc)."""
     dataset_dir, decisions_path = Path(dataset_dir), Path(decisions_path)
     plan = load_review_plan(dataset_dir, decisions_path, cfg, validate_cfg)
-    digest = _sha256(decisions_path)
+    digest = sha256_file(decisions_path)
     counts = {"accepted": len(plan.accepts), "rejected": len(plan.rejects), "edited": len(plan.edits),
               "forced_edits": plan.forced, "not_reviewed": plan.not_reviewed, "unchanged": plan.unchanged}
     stats = {"file": str(decisions_path), "sha256": digest, **counts, "changed": plan.changes > 0}
@@ -581,23 +577,14 @@ def import_review(dataset_dir: Path, decisions_path: Path, cfg: ReviewConfig,
     quarantine.to_parquet(staging / "quarantine.parquet", index=False)
 
     manifest = json.loads((dataset_dir / "manifest.json").read_text())
-    sides: dict[str, str] = {}
-    for ex in frame[[c for c in ("split_key", "mmsi", "split") if c in frame]].to_dict("records"):
-        sides.setdefault(split_key(ex), ex["split"])
-    manifest["examples"] = len(frame)
-    manifest["splits"] = {s: int((frame["split"] == s).sum()) for s in ("train", "eval")}
-    if "vessels" in manifest:
-        manifest["vessels"] = {s: sorted(int(k) for k, v in sides.items() if v == s and k.isdigit()) for s in ("train", "eval")}
-    manifest["quarantine"] = {f"{k[0]}/{k[1]}": int(v) for k, v in quarantine.groupby(["stage", "reason"]).size().items()}
     review = manifest.get("review") or {"imports": []}
     review["imports"] = review["imports"] + [{"file": decisions_path.name, "sha256": digest, "imported_at": now, **counts}]
     review["totals"] = {"accepted": int((frame["review"] == "accepted").sum()),
                         "edited": int((frame["review"] == "edited").sum()),
                         "forced_edits": int(frame["review_check"].map(lambda g: isinstance(g, str) and g != "passed").sum()),
                         "rejected": len(_review_rejected_ids(quarantine))}
-    manifest["review"] = review
-    manifest["files"] = {p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.is_file() and p.name != "manifest.json"}
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    sides = frame[[c for c in ("split_key", "mmsi", "split") if c in frame]].to_dict("records")
+    manifest = finish_manifest({**manifest, "review": review}, sides, quarantine, staging)
     replace_dir(staging, dataset_dir)
     return {**stats, "examples": len(frame), "train_examples": manifest["splits"]["train"],
             "eval_examples": manifest["splits"]["eval"]}

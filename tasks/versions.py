@@ -49,9 +49,9 @@ def latest_version(runs_dir: Path, lineage: str, exclude: Path | None = None) ->
     return best[1] if best else None
 
 
-def read_examples(dataset_dir: Path) -> list[dict[str, Any]]:
-    """A version's examples with their messages as lists again."""
-    frame = pd.read_parquet(Path(dataset_dir) / "examples.parquet")
+def read_examples(dataset_dir: Path, columns: list[str] | None = None) -> list[dict[str, Any]]:
+    """A version's examples (or some of their fields) with their messages as lists again."""
+    frame = pd.read_parquet(Path(dataset_dir) / "examples.parquet", columns=columns)
     rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
     for row in rows:
         if isinstance(row.get("messages"), str):
@@ -81,8 +81,8 @@ def dedup_reference(dataset_dir: Path | None) -> list[dict[str, Any]]:
     """What a new run must not repeat: the published examples and the ones review rejected."""
     if dataset_dir is None:
         return []
-    fields = ("id", "question", "answer", "grounding")
-    published = [{k: e.get(k) for k in fields} for e in read_examples(dataset_dir)]
+    fields = ["id", "question", "answer", "grounding"]
+    published = read_examples(dataset_dir, fields)
     rejected = [{**{k: e.get(k) for k in fields}, "origin": "rejected in review"}
                 for e in review_rejected(dataset_dir) if "question" in e and "answer" in e]
     return published + rejected

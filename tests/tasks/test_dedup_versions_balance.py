@@ -4,11 +4,9 @@ forward, the time-window split, and balancing caps: real MiniLM embeddings, real
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from tasks.artifacts import read_jsonl, write_jsonl
 from tasks.balance import balance_examples
@@ -162,9 +160,15 @@ def test_caps_count_the_carried_examples_and_drop_the_most_repetitive_first(tmp_
     write_jsonl(rows, tmp_path / "in.jsonl")
     vectors, _ = embed_texts([f"{e['question']}\n{e['answer']}" for e in rows], DedupConfig())
     np.save(tmp_path / "emb.npy", vectors)
-    carried = [{"category": "port_activity", "difficulty": "hard", "form": "arrival", "vessel_type": "tanker", "region": "unknown"}] * 4
+    # the version this run builds on: 4 port arrivals (tanker, same stratum as the new ones)
+    previous = [example(port_seed("arrival", mmsi=366900000 + i)) for i in range(4)]
+    for i, r in enumerate(previous):
+        r["id"] = f"prev{i}"
+    write_jsonl(previous, tmp_path / "prev.jsonl")
+    publish_dataset(tmp_path / "prev.jsonl", [], SplitConfig(), tmp_path / "prev" / "dataset")
     cfg = BalanceConfig(max_per_category={"movement": 6}, max_per_stratum=7)
-    stats = balance_examples(tmp_path / "in.jsonl", cfg, tmp_path / "out.jsonl", tmp_path / "q.parquet", tmp_path / "emb.npy", carried)
+    stats = balance_examples(tmp_path / "in.jsonl", cfg, tmp_path / "out.jsonl", tmp_path / "q.parquet", tmp_path / "emb.npy",
+                             tmp_path / "prev" / "dataset")
     kept = read_jsonl(tmp_path / "out.jsonl")
     by_cat = pd.Series([e["category"] for e in kept]).value_counts().to_dict()
     # movement capped at 6; port arrivals share one stratum with the 4 carried ones: 7 - 4 = 3 room
