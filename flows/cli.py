@@ -114,9 +114,22 @@ def summary(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     lines = [f"\nDone. Output: {run_dir}/  (runs/latest points at it)"]
     for rel in ("dataset/train.jsonl", "dataset/eval.jsonl", "dataset/examples.parquet",
-                "dataset/quarantine.parquet", "eval/results.json", "report.md"):
+                "dataset/quarantine.parquet", "eval/results.json", "report.md", "plots/funnel.png",
+                "review/review_sample.csv"):
         if (run_dir / rel).exists():
             lines.append(f"  {rel}")
+    stats_path = run_dir / "stats.json"
+    if stats_path.exists():
+        stats = json.loads(stats_path.read_text())
+        pub, gen = stats.get("publish") or {}, stats.get("generate") or {}
+        if pub and gen:
+            carried = f" + {pub['carried']} carried from {pub.get('parent')}" if pub.get("carried") else ""
+            lines.append(f"  quality gate: {gen['generated']} generated -> {pub.get('added', pub['published'])} added{carried}; "
+                         f"dataset {pub['published']} examples (train {pub['train_examples']}, eval {pub['eval_examples']}); "
+                         "reasons in report.md")
+        if stats.get("review_export"):
+            lines.append(f"  human review: fill in the decision column, then tidewright review-import "
+                         f"--file {run_dir / 'review' / 'review_sample.csv'} --run-dir {run_dir}")
     results = run_dir / "eval" / "results.json"
     if results.exists():
         res = json.loads(results.read_text())

@@ -75,3 +75,19 @@ def test_data_too_thin_for_any_question_fails_in_one_line_without_traceback(tmp_
     assert out.returncode == 2
     assert "error: no question can be asked of this data: 3 staged positions from 3 vessels" in out.stderr
     assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_summary_says_what_the_gate_kept_and_how_to_return_the_review(tmp_path):
+    import json
+
+    from flows.cli import summary
+
+    (tmp_path / "review").mkdir()
+    (tmp_path / "review" / "review_sample.csv").write_text("id\n")
+    (tmp_path / "stats.json").write_text(json.dumps({
+        "generate": {"generated": 120},
+        "publish": {"published": 150, "added": 90, "carried": 60, "parent": "r0", "train_examples": 120, "eval_examples": 30},
+        "review_export": {"sampled": 8}}))
+    text = summary(tmp_path)
+    assert "120 generated -> 90 added + 60 carried from r0; dataset 150 examples (train 120, eval 30)" in text
+    assert f"review-import --file {tmp_path / 'review' / 'review_sample.csv'} --run-dir {tmp_path}" in text
