@@ -452,12 +452,54 @@ class TrainConfig(Section):
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     seed: int = Field(0)
+    save_steps: int = Field(
+        25, ge=1, description="Steps between checkpoints: a crashed run loses at most this many (one is also written at the last step)."
+    )
+    eval_steps: int | None = Field(
+        None, ge=1, description="Steps between eval-loss measurements during training (None: every save_steps); also measured at the last step."
+    )
+    merge: bool = Field(
+        False, description="Also export the adapter merged into a 16-bit copy of the base (out_dir/merged, safetensors)."
+    )
 
 
 class EvaluateConfig(Section):
     limit: int | None = Field(60, ge=1, description="Eval items scored per model (None: all).")
     max_gen_toks: int = Field(96, ge=1)
     batch_size: int = Field(8, ge=1)
+    teacher: str | None = Field(
+        None,
+        description=(
+            "Name of the teacher (under teacher.teachers) scored on the same items through lm-eval's chat-completions "
+            "model; default: the first API teacher. The offline template teacher has no endpoint and is not scored."
+        ),
+    )
+    score_teacher: bool = Field(True, description="Score the teacher beside base and tuned (one API call per item).")
+    student_price_per_hour: float = Field(
+        2.0, ge=0, description="USD per hour of the machine that serves the student (e.g. one H100 on demand), for the cost ratio."
+    )
+    reference_model: str = Field(
+        "gpt-4o",
+        description=(
+            "Priced (teacher.prices) on the eval prompts' token counts when the run has no API teacher ledger to "
+            "take a teacher's cost per query from (the offline template teacher)."
+        ),
+    )
+
+
+class GateConfig(Section):
+    """Incremental gate: before paying for the whole dataset, train on the first examples and go on
+    only if the tuned student beats the base one by a margin on the eval split."""
+
+    enabled: bool = Field(True, description="Train on the first `first_n` examples and evaluate before the full run.")
+    first_n: int = Field(100, ge=1, description="Training examples of the gate run (the first ones of train.jsonl).")
+    max_steps: int = Field(30, ge=1, description="Optimizer steps of the gate run.")
+    metric: Literal["token_f1", "exact_match", "numeric_match", "correctly_refused"] = Field(
+        "token_f1", description="The score the tuned student must improve."
+    )
+    margin: float = Field(
+        0.02, ge=-1, le=1, description="Tuned minus base on `metric` must reach this for the full run to go ahead."
+    )
 
 
 # where a judge differs from a teacher by default: named judge, deterministic, short replies
@@ -549,9 +591,37 @@ class PipelineConfig(Section):
     review: ReviewConfig = ReviewConfig()
     student: StudentConfig = StudentConfig()
     train: TrainConfig = TrainConfig()
+    gate: GateConfig = GateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _eval_teacher(self) -> "PipelineConfig":
+        names = {t.name: t for t in self.teacher.teachers}
+        chosen = self.evaluate.teacher
+        if chosen is not None and chosen not in names:
+            raise ValueError(f"evaluate.teacher {chosen!r} is not one of teacher.teachers {sorted(names)}")
+        if chosen is not None and names[chosen].kind == "template":
+            raise ValueError(
+                f"evaluate.teacher {chosen!r} is the offline template teacher, which has no endpoint to score; "
+                "name an API teacher or set evaluate.score_teacher: false"
+            )
+        if self.evaluate.reference_model not in self.teacher.price_table():
+            raise ValueError(
+                f"evaluate.reference_model {self.evaluate.reference_model!r} has no price; add teacher.prices."
+                f"{self.evaluate.reference_model}: {{input_per_mtok: ..., output_per_mtok: ...}}"
+            )
+        return self
+
+    def eval_teacher(self) -> TeacherSpec | None:
+        """The teacher scored beside the student: evaluate.teacher, else the first API teacher."""
+        if not self.evaluate.score_teacher:
+            return None
+        api = [t for t in self.teacher.teachers if t.kind != "template"]
+        if self.evaluate.teacher is not None:
+            return next(t for t in api if t.name == self.evaluate.teacher)
+        return api[0] if api else None
 
     @property
     def store_dir(self) -> Path:
