@@ -1,7 +1,9 @@
 """Command line: `tidewright run|refresh|train-eval --config FILE --set key=value ...`, and the human review
 round trip: `tidewright review-export [--run-dir D]`, `tidewright review-import --file F [--run-dir D] [--force-edits]`.
 
-Input and config mistakes are checked before Prefect starts and reported in one line (exit 2).
+Input and config mistakes are checked before Prefect starts and reported in one line (exit 2). A
+train-eval (or run) that the incremental gate stopped before the full training exits 3, with the
+failed categories in the summary and the report.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import yaml
 from tasks.errors import TidewrightError
 
 DEFAULT_CONFIG = "pipeline_configs/maritime_ais.yaml"
+EXIT_STOPPED_AT_GATE = 3
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -130,12 +133,33 @@ def summary(run_dir: Path) -> str:
         if stats.get("review_export"):
             lines.append(f"  human review: fill in the decision column, then tidewright review-import "
                          f"--file {run_dir / 'review' / 'review_sample.csv'} --run-dir {run_dir}")
+        gate = stats.get("gate")
+        if gate and "skipped" not in gate:
+            outcome = "passed" if gate["passed"] else "STOPPED before the full run; failed categories: " + (
+                ", ".join(gate["failed_categories"]) or "none (overall only)")
+            lines.append(f"  incremental gate ({gate['examples']} examples, {gate['steps']} steps): {gate['metric']} "
+                         f"{_num(gate['base'])} -> {_num(gate['tuned'])}, margin {gate['margin']}: {outcome}")
     results = run_dir / "eval" / "results.json"
     if results.exists():
         res = json.loads(results.read_text())
-        lines.append("  lm-eval exact_match base {:.3f} -> tuned {:.3f}; token_f1 base {:.3f} -> tuned {:.3f}".format(
-            res["base"]["exact_match"], res["tuned"]["exact_match"], res["base"]["token_f1"], res["tuned"]["token_f1"]))
+        sides = [side for side in ("base", "tuned", "teacher") if side in res]
+        for metric in ("exact_match", "token_f1", "numeric_match", "correctly_refused"):
+            lines.append(f"  lm-eval {metric}: " + ", ".join(f"{side} {_num(res[side].get(metric))}" for side in sides))
+        cost = res.get("cost")
+        if cost:
+            lines.append(f"  cost per 1,000 queries: teacher {cost['teacher_usd_per_1k']:.4f} USD, student "
+                         f"{cost['student_usd_per_1k']:.4f} USD (ratio {cost['ratio']}x); bases in report.md")
     return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def stopped_at_gate(run_dir: Path) -> bool:
+    stats_path = Path(run_dir) / "stats.json"
+    gate = json.loads(stats_path.read_text()).get("gate") if stats_path.exists() else None
+    return bool(gate) and not gate["passed"]
 
 
 class _UserErrorsInOneLine(logging.Filter):
@@ -220,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary(Path(run_dir)))
+    if args.command in ("run", "train-eval") and stopped_at_gate(Path(run_dir)):
+        return EXIT_STOPPED_AT_GATE
     return 0
 
 

@@ -62,6 +62,15 @@ def artifact_key(lineage: str) -> str:
     return "report-" + (re.sub(r"[^a-z0-9-]+", "-", lineage.lower()).strip("-") or "dataset")
 
 
+def report_artifact(report: Path, key: str, what: str) -> None:
+    """The run report as a Prefect markdown artifact under key (one key per line keeps its history)."""
+    run_dir = report.parent
+    # the UI cannot show the run folder's PNGs: the artifact names where they are instead
+    artifact = re.sub(r"!\[(\w+)\]\((plots/[\w.]+)\)", lambda m: f"*{m[1]} plot: `{run_dir / m[2]}`*", report.read_text())
+    create_markdown_artifact(markdown=artifact, key=key,
+                             description=f"tidewright run {run_dir.name}: {what}; plots in {run_dir / 'plots'}")
+
+
 @flow(name="refresh")
 def refresh(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None, run_id: str | None = None) -> str:
     """Build and publish a verified dataset into runs/<run-id>/dataset; returns the run folder."""
@@ -159,11 +168,7 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = Non
     update_stats(run_dir, "review_export", reviewed)
     log.info("review sample: %d examples in %s (import decisions with `tidewright review-import`)",
              reviewed["sampled"], run_dir / "review")
-    report = write_report(run_dir)
-    # the UI cannot show the run folder's PNGs: the artifact names where they are instead
-    artifact = re.sub(r"!\[(\w+)\]\((plots/[\w.]+)\)", lambda m: f"*{m[1]} plot: `{run_dir / m[2]}`*", report.read_text())
-    create_markdown_artifact(markdown=artifact, key=artifact_key(lineage),
-                             description=f"tidewright run {run_dir.name}: funnel, question mix, similarity; plots in {run_dir / 'plots'}")
+    report_artifact(write_report(run_dir), artifact_key(lineage), "funnel, question mix, similarity")
     point_latest(run_dir)
     log.info("published %d examples (%d carried from the previous version, %d new; train %d, eval %d) to %s",
              published["published"], published["carried"], published["added"], published["train_examples"],

@@ -1,5 +1,6 @@
 """The report's figures (PNG, matplotlib without a display): the quality-gate funnel, the question
-mix before and after balancing, and how close each example came to its nearest neighbour."""
+mix before and after balancing, how close each example came to its nearest neighbour, and the
+evaluation scores of base student, tuned student and teacher per category."""
 
 from __future__ import annotations
 
@@ -65,4 +66,30 @@ def similarity_plot(hist: dict[str, Any], threshold: float, path: Path) -> Path:
     ax.set_xlim(max(0.0, min((c for c, n in zip(centres, hist["candidates"]) if n), default=0.0) - 0.05), 1.0)
     ax.legend(loc="upper left")
     ax.set_title("Nearest-neighbour similarity")
+    return _save(fig, path)
+
+
+EVAL_SIDES = (("base", "#b8c4cc"), ("tuned", "#3a7ca5"), ("teacher", "#e0a458"))
+
+
+def plot_eval_scores(results: dict[str, Any], path: Path, metrics: tuple[str, ...] = ("token_f1", "numeric_match")) -> Path:
+    """Per-category scores of each scored model, one panel per metric (overall as the first group)."""
+    sides = [(name, colour) for name, colour in EVAL_SIDES if name in results]
+    cats = sorted(results["base"]["per_category"])
+    groups = ["overall", *cats]
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(7, 1.1 * len(groups) + 2), 3.2 * len(metrics)), squeeze=False)
+    width = 0.8 / len(sides)
+    for ax, metric in zip(axes[:, 0], metrics):
+        for i, (name, colour) in enumerate(sides):
+            scored = results[name]
+            values = [scored.get(metric)] + [scored["per_category"].get(c, {}).get(metric) for c in cats]
+            xs = [x + (i - (len(sides) - 1) / 2) * width for x in range(len(groups))]
+            # a metric that applies to no item of a group is left out, not drawn as 0
+            ax.bar([x for x, v in zip(xs, values) if v is not None], [v for v in values if v is not None],
+                   width=width, color=colour, label=name)
+        ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel(metric)
+        ax.legend(loc="upper right", fontsize="small")
+    axes[0, 0].set_title(f"lm-eval on the eval split ({results['base']['n']} items)")
     return _save(fig, path)

@@ -62,10 +62,14 @@ def resolve_run_dir(run_dir: str | Path | None, cfg: PipelineConfig) -> Path:
     return path.resolve()
 
 
-def update_stats(run_dir: Path, section: str, values: dict[str, Any]) -> dict[str, Any]:
+def update_stats(run_dir: Path, section: str, values: dict[str, Any] | None) -> dict[str, Any]:
+    """Set one section of the run's stats.json (atomically); None removes the section."""
     path = Path(run_dir) / "stats.json"
     stats = json.loads(path.read_text()) if path.exists() else {}
-    stats[section] = values
+    if values is None:
+        stats.pop(section, None)
+    else:
+        stats[section] = values
     tmp = path.with_name("stats.json.tmp")
     tmp.write_text(json.dumps(stats, indent=2, default=str))
     tmp.replace(path)

@@ -251,12 +251,13 @@ def extract_claims(text: str, names: list[str]) -> Claims:
     return Claims(times, dates, codes, sorted(numbers, key=lambda n: n.start))
 
 
-def _minute_of_day(iso: str) -> float:
+def minute_of_day(iso: str) -> float:
     ts = pd.Timestamp(iso)
     return ts.hour * 60 + ts.minute + ts.second / 60
 
 
-def _tolerance(kind: str, cfg: ValidateConfig) -> float:
+def unit_tolerance(kind: str, cfg: ValidateConfig) -> float:
+    """How far a stated value of this unit may be from the computed one (the fact's tolerance)."""
     return {
         "speed_kn": cfg.speed_tolerance_kn,
         "distance_nm": cfg.distance_tolerance_nm,
@@ -387,7 +388,7 @@ def _name_error(turn: str, allowed: list[str], labels: list[str], names_by_mmsi:
 
 def _number_tolerance(kind: str, claim: NumberClaim, cfg: ValidateConfig) -> float:
     """The unit's tolerance, never looser than half the last digit written (plus float slack)."""
-    return min(_tolerance(kind, cfg), 0.5 * 10.0 ** -claim.decimals) + 1e-9 + 1e-9 * abs(claim.value)
+    return min(unit_tolerance(kind, cfg), 0.5 * 10.0 ** -claim.decimals) + 1e-9 + 1e-9 * abs(claim.value)
 
 
 def _number_ok(claim: NumberClaim, g: dict[str, Any], cfg: ValidateConfig) -> bool:
@@ -502,7 +503,7 @@ def check_grounding(example: dict[str, Any], cfg: ValidateConfig, known: RunName
     asked = {int(g["value"]) for g in grounding if g["kind"] == "id"}
     if not example.get("answerable", True):
         asked = {int(g["value"]) for g in grounding if g["name"] == "asked_mmsi"}
-    question_times = [_minute_of_day(g["value"]) for g in grounding if g["kind"] == "time"]
+    question_times = [minute_of_day(g["value"]) for g in grounding if g["kind"] == "time"]
     for question in questions:
         q = extract_claims(question, names)
         for t in q.times:
@@ -529,7 +530,7 @@ def check_grounding(example: dict[str, Any], cfg: ValidateConfig, known: RunName
     for turn_index, turn in enumerate(assistant_turns):
         # each answer states values of its own turn's fact (a dialogue's grounding marks the turn)
         own = [g for g in grounding if int(g.get("turn", 0)) == turn_index]
-        allowed_times = [_minute_of_day(g["value"]) for g in own if g["kind"] == "time"]
+        allowed_times = [minute_of_day(g["value"]) for g in own if g["kind"] == "time"]
         allowed_codes = {g["value"] for g in own if g["kind"] == "entity"}
         allowed_days = _days(own)
         numeric = [g for g in own if g["kind"] in TOLERANCE_KINDS]
@@ -588,7 +589,7 @@ def _missing(required: list[dict[str, Any]], stated: Claims, text: str, cfg: Val
         if g["kind"] in ("label", "name") and not re.search(rf"(?<!\w){re.escape(str(g['value']))}(?!\w)", text, re.IGNORECASE):
             return g
     times = [g for g in required if g["kind"] == "time"]
-    left = _unmatched(times, stated.times, lambda c, g: _time_ok(c, _minute_of_day(g["value"]), cfg))
+    left = _unmatched(times, stated.times, lambda c, g: _time_ok(c, minute_of_day(g["value"]), cfg))
     if left:
         return left[0]
     numbers = [g for g in required if g["kind"] in TOLERANCE_KINDS]

@@ -20,6 +20,9 @@ def small_overrides(runs_dir) -> dict:
         "simulate.hours": 12,
         "generate.max_seeds": 150,
         "train.max_steps": 8,
+        "gate.first_n": 40,
+        "gate.max_steps": 6,
+        "gate.margin": -1.0,  # the gate runs and reports, but a few steps of a random tiny model must not stop the test run
         "evaluate.limit": 8,
     }
 
@@ -111,6 +114,52 @@ def test_student_is_trained_and_scored_base_vs_tuned(refreshed):
     assert stats["train"]["steps"] == 8 and stats["train"]["method"] == "lora"  # no CUDA here
     report = (run / "report.md").read_text()
     assert "## Training" in report and "## Evaluation (lm-eval)" in report
+    # scores per category for base and tuned, in results.json and in the report, with a plot
+    categories = set(results["base"]["per_category"])
+    assert categories and set(results["tuned"]["per_category"]) == categories
+    per_category = report.split("Per category:", 1)[1].split("Per difficulty:", 1)[0]
+    assert "base token_f1" in per_category and "tuned token_f1" in per_category
+    assert all(f"| {category} |" in per_category for category in categories)
+    assert (run / "plots" / "eval_scores.png").stat().st_size > 0 and "plots/eval_scores.png" in report
+    # the offline template teacher has no endpoint: said, not silently skipped
+    assert "teacher" not in results and "template teacher" in results["teacher_note"]
+    # the gate ran on the first examples and let the full run go ahead
+    gate = stats["gate"]
+    assert gate["passed"] and gate["first_n"] == 40 and gate["steps"] == 6 and gate["examples"] <= 40
+    assert "## Incremental gate" in report
+    # cost per 1,000 queries: gpt-4o list prices (no API calls offline) against the measured student
+    cost = results["cost"]
+    assert cost["teacher_usd_per_1k"] > 0 and cost["student_usd_per_1k"] > 0
+    assert cost["ratio"] == pytest.approx(cost["teacher_usd_per_1k"] / cost["student_usd_per_1k"], abs=0.05)
+    assert "## Cost per 1,000 queries" in report and "gpt-4o list prices" in report
+
+
+def test_a_gate_the_tuned_student_cannot_pass_stops_before_the_full_run(refreshed, tmp_path):
+    import shutil
+
+    from flows.train_eval import train_evaluate
+
+    runs, _ = refreshed
+    run = tmp_path / "gated"
+    shutil.copytree(runs / "flowtest", run, symlinks=True, ignore=shutil.ignore_patterns("student", "eval", "plots"))
+    overrides = small_overrides(runs) | {"gate.margin": 1.0}  # tuned must gain a whole point: impossible
+    result = train_evaluate(config=CONFIG, overrides=overrides, run_dir=str(run))
+
+    assert result["stopped_at_gate"] and not result["gate"]["passed"]
+    assert not (run / "eval" / "results.json").exists()
+    assert not list((run / "student").glob("lora-*")), "the full dataset must not be trained"
+    assert list((run / "student").glob("gate-*/adapter"))
+    stats = json.loads((run / "stats.json").read_text())
+    assert stats["gate"]["passed"] is False
+    failed = stats["gate"]["failed_categories"]
+    assert failed and set(failed) <= set(stats["gate"]["gain_per_category"])
+    report = (run / "report.md").read_text()
+    assert "**stopped**" in report and f"Categories that failed: {', '.join(failed)}." in report
+    # the command line says so, and exits 3 instead of 0
+    from flows.cli import stopped_at_gate, summary
+
+    assert stopped_at_gate(run) and "STOPPED before the full run; failed categories: " + ", ".join(failed) in summary(run)
+    assert not stopped_at_gate(runs / "flowtest")
 
 
 @pytest.fixture(scope="module")

@@ -39,20 +39,27 @@ def make_ais_examples(n: int, seed: int = 0, rows: tuple[int, int] = (6, 10)) ->
         answerable = i % 10 != 9
         lines, speeds = _track(rnd, rnd.randint(*rows), moored=category == "port_activity")
         asked = mmsi if answerable else rnd.randint(201000000, 775999999)
+        # the values the answer must state, as the catalogue's grounding lists them
+        grounding = [{"name": "mmsi", "kind": "id", "value": mmsi, "required": True}]
         if category == "movement":
             question = f"What was the average speed of vessel {asked} between 06:00 and 07:00 UTC?"
             answer = (
                 f"Vessel {mmsi} ({name}) averaged {sum(speeds) / len(speeds):.1f} knots between 06:00 and 07:00 UTC, "
                 f"with a maximum of {max(speeds):.1f} knots."
             )
+            grounding += [{"name": "mean_sog", "kind": "speed_kn", "value": sum(speeds) / len(speeds), "required": True},
+                          {"name": "max_sog", "kind": "speed_kn", "value": max(speeds), "required": True}]
         elif category == "port_activity":
             question = f"Was vessel {asked} moored in port between 06:00 and 07:00 UTC?"
             answer = f"Yes. Vessel {mmsi} ({name}) was moored at Port Newark for the whole window, at 0.0 knots."
+            grounding += [{"name": "sog", "kind": "speed_kn", "value": 0.0, "required": True}]
         else:
             question = f"Did vessel {asked} have an AIS gap longer than 10 minutes between 06:00 and 07:00 UTC?"
             answer = f"No. Vessel {mmsi} ({name}) reported every 5 minutes; the longest gap was 5 minutes."
+            grounding += [{"name": "longest_gap", "kind": "minutes", "value": 5.0, "required": True}]
         if not answerable:
-            answer = f"The records contain no positions for vessel {asked}, so this cannot be answered from the data."
+            answer = f"The records provided contain no reports from vessel {asked}, so the data is insufficient to answer."
+            grounding = [{"name": "asked_mmsi", "kind": "id", "value": asked, "required": True}]
         records = "\n".join(lines)
         user = f"AIS records for vessel {mmsi} ({name}), 2024-01-15 UTC:\n{records}\n\nQuestion: {question}"
         examples.append(
@@ -66,6 +73,7 @@ def make_ais_examples(n: int, seed: int = 0, rows: tuple[int, int] = (6, 10)) ->
                 "category": category,
                 "difficulty": ["easy", "medium", "hard"][i % 3],
                 "answerable": answerable,
+                "grounding": grounding,
                 "source_hash": f"{rnd.getrandbits(64):016x}",
             }
         )

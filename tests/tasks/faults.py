@@ -28,7 +28,7 @@ import pandas as pd
 
 from tasks.config import ValidateConfig
 from tasks.llm.loopback import DRAFT_RE
-from tasks.validate import TOLERANCE_KINDS, _tolerance
+from tasks.validate import TOLERANCE_KINDS, unit_tolerance
 
 VALUE_LINE_RE = re.compile(r"^- (?P<name>\S+) = (?P<value>.*) \[(?P<kind>\w+), (?:required|optional|must NOT be stated)\]$")
 TIME_RE = re.compile(r"(?<![\d:])([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?(?![\d:])")
@@ -161,7 +161,7 @@ class FaultInjector:
         numbers = []
         for m in NUMBER_RE.finditer(masked):
             n, half_digit = float(m.group()), 0.5 * 10 ** -len(m["decimals"] or "")
-            kinds = [k for _, k, v in values if abs(n - v) <= _tolerance(k, self.cfg) + half_digit + 1e-9]
+            kinds = [k for _, k, v in values if abs(n - v) <= unit_tolerance(k, self.cfg) + half_digit + 1e-9]
             if kinds:  # a number the draft states as a computed value
                 numbers.append((m.start(), m.end(), "|".join(sorted(set(kinds)))))
         return {"number": numbers, "name": names, "time": times}
@@ -227,7 +227,7 @@ class FaultInjector:
         unit = 10.0 ** -decimals
         x = float(original)
         # beyond the loosest tolerance the number could be read with, and beyond its rounding
-        beyond = max(_tolerance(k, self.cfg) for k in kinds) + unit
+        beyond = max(unit_tolerance(k, self.cfg) for k in kinds) + unit
 
         def fmt(v: float) -> str:
             return f"{v:.{decimals}f}"

@@ -28,7 +28,7 @@ from tasks.ports import load_ports
 from tasks.seeds import sample_seeds
 from tasks.sqlfiles import create_table_from_sql
 from tasks.teacher import TemplateTeacher, to_example
-from tasks.validate import _tolerance, validate_example
+from tasks.validate import unit_tolerance, validate_example
 
 CATEGORIES = ("movement", "port_activity")
 NEW_FORMS = ("course_changes", "time_underway", "anchorage_wait", "anchorage_vs_berth", "vessels_in_port")
@@ -253,7 +253,7 @@ def _is_real_error(seed, planted: tuple[str, str], cfg: ValidateConfig) -> bool:
     if how == "time":
         return planted[0] != planted[1]
     truth = next(g for g in seed.grounding if g["name"] == key)
-    wrong, tol = float(planted[1]), _tolerance(truth["kind"], cfg)
+    wrong, tol = float(planted[1]), unit_tolerance(truth["kind"], cfg)
     same_kind = [g for g in seed.grounding if g["kind"] == truth["kind"]]
     return abs(wrong - truth["value"]) > tol + 1e-9 and not any(abs(wrong - g["value"]) <= tol + 1e-9 for g in same_kind)
 

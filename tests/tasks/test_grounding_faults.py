@@ -18,7 +18,7 @@ from tasks.llm.loopback import LoopbackLLM
 from tasks.ports import load_ports
 from tasks.seeds import build_seeds, read_seeds
 from tasks.teacher import TemplateTeacher, generate_examples
-from tasks.validate import GROUNDING_REASONS, _tolerance, validate_examples
+from tasks.validate import GROUNDING_REASONS, unit_tolerance, validate_examples
 from tests.tasks.faults import FaultInjector, draft_key
 
 SHARE = 0.2
@@ -131,7 +131,7 @@ def test_the_injector_makes_real_errors(faulty_runs, injector):
         elif c.kind == "name":
             assert c.corrupted.lower() != c.original.lower()
         elif c.kind == "number":  # beyond the loosest tolerance of any unit the number could be read in
-            tolerance = max(_tolerance(unit, ValidateConfig()) for unit in c.units)
+            tolerance = max(unit_tolerance(unit, ValidateConfig()) for unit in c.units)
             assert abs(float(c.corrupted) - float(c.original)) > tolerance
 
 
