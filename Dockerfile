@@ -26,6 +26,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 1000 app
 
 WORKDIR /app
+# deployments/prefect.yaml: the pull step enters $TIDEWRIGHT_HOME before each flow run
+ENV TIDEWRIGHT_HOME=/app
 
 # Dependencies first, in their own layer, so a code change does not reinstall torch.
 COPY requirements.lock ./
@@ -45,5 +47,5 @@ USER app
 # workers, so a GPU worker's train/evaluate run finds the dataset a CPU worker's refresh wrote.
 VOLUME ["/app/runs"]
 
-# The Prefect deployment's pull step (deployments/prefect.yaml) sets this same directory.
+# The Prefect deployment's pull step enters $TIDEWRIGHT_HOME (set to this directory above).
 CMD ["prefect", "worker", "start", "--pool", "cpu-pool", "--type", "process"]

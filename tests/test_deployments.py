@@ -1,13 +1,14 @@
 """deployments/prefect.yaml, docker-compose.yml and the Dockerfile agree with the code and each other.
 
-Static checks: no network, no Docker, no Prefect server. `prefect deploy` against a real server
-is the manual check described in docs/operations.md.
+Static checks: no network, no Docker, no Prefect server. tests/test_deploy_e2e.py deploys from the
+same file to a real Prefect server with a process worker and runs a deployment on every test run.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -111,14 +112,25 @@ def test_prefect_accepts_the_project_file():
     assert len(BY_NAME) == len(DEPLOYMENTS), "deployment names must be unique"
 
 
-def test_pull_step_enters_the_image_workdir():
+def test_pull_step_enters_tidewright_home_which_the_image_sets_to_its_workdir():
+    # the placeholder is filled from the worker's environment when a run starts, so one deployment
+    # serves the image (/app) and a checkout outside Docker; tests/test_deploy_e2e.py runs it
     steps = PROJECT["pull"]
     directories = [
         step["prefect.deployments.steps.set_working_directory"]["directory"]
         for step in steps
         if "prefect.deployments.steps.set_working_directory" in step
     ]
-    assert directories == [_dockerfile_instruction("WORKDIR")[-1]]
+    assert directories == ["{{ $TIDEWRIGHT_HOME }}"]
+    # ENV instructions as Docker reads them: backslash-continued lines joined, KEY=value pairs
+    instructions = re.sub(r"\\\n", " ", DOCKERFILE.read_text()).splitlines()
+    image_env = dict(
+        pair.split("=", 1)
+        for line in instructions
+        if line.upper().startswith("ENV ")
+        for pair in shlex.split(line.split(None, 1)[1])
+    )
+    assert image_env.get("TIDEWRIGHT_HOME") == _dockerfile_instruction("WORKDIR")[-1], "the image must set TIDEWRIGHT_HOME"
 
 
 @per_deployment
