@@ -16,7 +16,6 @@ from tasks.config import PipelineConfig, load_config
 from tasks.evaluate import (
     DEFAULT_TASK_NAME,
     METRICS,
-    compare_models,
     cost_report,
     evaluate_task,
     gate_verdict,
@@ -67,7 +66,7 @@ def _eval_key(cfg: PipelineConfig) -> str:
     return artifact_key(lineage_of(cfg)).replace("report-", "evaluation-", 1)
 
 
-score_task = task(name="score-lm-eval", task_run_name="score-{task_name}-{out_path.stem}")(run_lm_eval)
+score_task = task(name="score-lm-eval", task_run_name="score-{out_path.parent.name}-{out_path.stem}")(run_lm_eval)
 prepare_task_task = task(name="write-lm-eval-task")(prepare_task)
 
 

@@ -357,7 +357,7 @@ def _teacher_key(spec: TeacherSpec) -> Iterator[None]:
             os.environ[target] = before
 
 
-def _lm_eval_model(model: str | TeacherSpec, adapter_dir: Path | None, cfg: EvaluateConfig) -> tuple[str, dict[str, Any], str]:
+def _lm_eval_model(model: str | TeacherSpec, adapter_dir: Path | None) -> tuple[str, dict[str, Any], str]:
     """(lm-eval model name, model_args, device) for the student (hf) or an API teacher."""
     if isinstance(model, TeacherSpec):
         api = "anthropic" if model.kind == "anthropic" else "openai"
@@ -396,7 +396,7 @@ def run_lm_eval(
 
     teacher = isinstance(model, TeacherSpec)
     lm_task = f"{task_name}_chat" if teacher else task_name
-    name, model_args, device = _lm_eval_model(model, adapter_dir, cfg)
+    name, model_args, device = _lm_eval_model(model, adapter_dir)
     context = _teacher_key(model) if teacher else _offline_for(str(model))
     started = time.perf_counter()
     with context, quiet_hf_output():

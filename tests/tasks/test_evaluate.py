@@ -22,7 +22,6 @@ from tasks.evaluate import (
     gate_verdict,
     write_lm_eval_task,
 )
-from tasks.train import read_conversations
 
 
 @pytest.fixture(scope="module")
