@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from prefect import flow
 
 from flows.refresh import DEFAULT_CONFIG, refresh
 from flows.train_eval import train_evaluate
+from tasks.config import PipelineOverrides
 
 
 @flow(name="end-to-end")
-def end_to_end(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+def end_to_end(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = None, run_id: str | None = None) -> str:
     run_dir = refresh(config=config, overrides=overrides, run_id=run_id)
     train_evaluate(config=config, overrides=overrides, run_dir=run_dir)
     return run_dir

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.balance import balance_task
-from tasks.config import load_config
+from tasks.config import PipelineOverrides, load_config, overrides_dict
 from tasks.dedup import dedup_task
 from tasks.facts import facts_task
 from tasks.errors import InputError
@@ -72,7 +71,7 @@ def report_artifact(report: Path, key: str, what: str) -> None:
 
 
 @flow(name="refresh")
-def refresh(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = None, run_id: str | None = None) -> str:
     """Build and publish a verified dataset into runs/<run-id>/dataset; returns the run folder."""
     log = get_run_logger()
     cfg = load_config(config, overrides)
@@ -90,7 +89,7 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = Non
         kind = "noaa_csv"
     else:
         files, source_label = source_files(kind, Path(cfg.source.path)), f"{kind} {cfg.source.path}"
-    update_stats(run_dir, "run", {"config": config, "overrides": overrides or {}, "source": source_label})
+    update_stats(run_dir, "run", {"config": config, "overrides": overrides_dict(overrides), "source": source_label})
 
     db_path = run_dir / "warehouse.duckdb"
     ingested = ingest_task(kind, files, db_path, run_dir / "work", cfg.stage.duckdb_memory_limit)

@@ -8,7 +8,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from tasks.config import load_config
+from tasks.config import PipelineOverrides, load_config
 from tasks.review import export_review_task, import_review_task
 from tasks.report import write_report
 from tasks.rundir import resolve_run_dir, update_stats
@@ -17,7 +17,7 @@ DEFAULT_CONFIG = "pipeline_configs/maritime_ais.yaml"
 
 
 @flow(name="review-export")
-def review_export(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None, run_dir: str | None = None) -> dict:
+def review_export(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = None, run_dir: str | None = None) -> dict:
     """Write runs/<id>/review/review_sample.{csv,jsonl} and README.md: review.share of the examples not yet reviewed."""
     log = get_run_logger()
     cfg = load_config(config, overrides)
@@ -29,7 +29,7 @@ def review_export(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None
 
 
 @flow(name="review-import")
-def review_import(decisions: str, config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None,
+def review_import(decisions: str, config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = None,
                   run_dir: str | None = None) -> dict:
     """Apply a filled-in review sample (CSV or JSONL) to runs/<id>/dataset."""
     log = get_run_logger()

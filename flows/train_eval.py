@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from flows.refresh import artifact_key, report_artifact
-from tasks.config import PipelineConfig, load_config
+from tasks.config import PipelineConfig, PipelineOverrides, load_config
 from tasks.evaluate import (
     DEFAULT_TASK_NAME,
     METRICS,
@@ -94,7 +94,7 @@ def run_gate(cfg: PipelineConfig, run: Path, base_model: str, base_scores: dict[
 
 
 @flow(name="train-evaluate")
-def train_evaluate(config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None, run_dir: str | None = None) -> dict:
+def train_evaluate(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = None, run_dir: str | None = None) -> dict:
     """Gate on the first examples, fine-tune the student on runs/<id>/dataset, score base vs tuned
     vs teacher with lm-eval, and price both. Stops after the gate (with the report saying which
     categories failed) when the tuned student does not beat the base by gate.margin."""

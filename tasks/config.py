@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from tasks.errors import ConfigError
 
@@ -628,6 +628,53 @@ class PipelineConfig(Section):
         return self.stage.store_dir or Path(self.run.runs_dir) / "_warehouse"
 
 
+def _overrides_model(model: type[BaseModel], name: str) -> type[BaseModel]:
+    """`model` with every field optional (default None, unset = not overridden), sections nested
+    the same way, types, bounds, aliases and descriptions kept: what the Prefect UI renders as a
+    form and validates field by field. Cross-field rules are not copied: the merged config is
+    validated in full by load_config."""
+    fields: dict[str, Any] = {}
+    for field_name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Section):
+            annotation = _overrides_model(annotation, f"{annotation.__name__}Overrides")
+            inner: Any = annotation
+        else:
+            inner = Annotated[annotation, *info.metadata] if info.metadata else annotation
+        fields[field_name] = (inner | None, Field(None, alias=info.alias, description=info.description))
+    return create_model(
+        name, __config__=ConfigDict(extra="forbid", populate_by_name=True), __doc__=model.__doc__, **fields
+    )
+
+
+class _DottedKeys:
+    """Also accept {"train.max_steps": 10} (the CLI's --set form): dotted keys become nested sections."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_dotted(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any("." in str(key) for key in data):
+            return _merge({k: v for k, v in data.items() if "." not in str(k)},
+                          _dotted_to_nested({k: v for k, v in data.items() if "." in str(k)}))
+        return data
+
+
+PipelineOverrides = create_model(
+    "PipelineOverrides",
+    __base__=(_DottedKeys, _overrides_model(PipelineConfig, "PipelineOverridesBase")),
+    __doc__="Overrides of the config file, section by section (unset fields keep the file's values).",
+)
+
+
+def overrides_dict(overrides: BaseModel | dict[str, Any] | None) -> dict[str, Any]:
+    """Overrides as plain nested data (the model's set fields only), e.g. for stats and load_config."""
+    if overrides is None:
+        return {}
+    if isinstance(overrides, BaseModel):
+        return overrides.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    return dict(overrides)
+
+
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
@@ -666,8 +713,10 @@ def parse_config(data: dict[str, Any], origin: str = "config") -> PipelineConfig
         raise ConfigError(f"{origin}: " + "; ".join(problems)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Load a YAML pipeline config and apply dotted overrides such as {"train.max_steps": 10}."""
+def load_config(path: str | Path | None = None, overrides: BaseModel | dict[str, Any] | None = None) -> PipelineConfig:
+    """Load a YAML pipeline config and apply overrides: dotted keys such as {"train.max_steps": 10},
+    nested sections, or a PipelineOverrides (what the flows take as a parameter)."""
+    overrides = overrides_dict(overrides)
     data: dict[str, Any] = {}
     origin = "defaults"
     if path is not None:

@@ -1,0 +1,59 @@
+"""Flow parameters the Prefect UI validates: PipelineOverrides mirrors the config, every field
+optional, with its type, bounds and description; bad values are refused naming the field."""
+
+from __future__ import annotations
+
+import pytest
+from prefect.exceptions import ParameterTypeError
+
+from tasks.config import PipelineOverrides, load_config, overrides_dict
+from tests.conftest import REPO
+
+CONFIG = REPO / "pipeline_configs" / "maritime_ais.yaml"
+
+
+def test_dotted_and_nested_overrides_are_the_same_and_unset_fields_keep_the_file():
+    dotted = PipelineOverrides.model_validate({"train.max_steps": 7, "validate.plausibility": False})
+    nested = PipelineOverrides.model_validate({"train": {"max_steps": 7}, "validate": {"plausibility": False}})
+    assert overrides_dict(dotted) == overrides_dict(nested) == {"train": {"max_steps": 7}, "validate": {"plausibility": False}}
+    from_file, overridden = load_config(CONFIG), load_config(CONFIG, nested)
+    assert overridden.train.max_steps == 7 and overridden.validate_.plausibility is False
+    assert overridden.train.batch_size == from_file.train.batch_size  # not set: the file's value
+    assert overridden.model_dump(exclude={"train", "validate_"}) == from_file.model_dump(exclude={"train", "validate_"})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "problem"),
+    [
+        ({"train.max_steps": 0}, "train.max_steps", "greater than or equal to 1"),
+        ({"train": {"max_stepz": 3}}, "train.max_stepz", "Extra inputs are not permitted"),
+        ({"evaluate": {"limit": "many"}}, "evaluate.limit", "valid integer"),
+        ({"trian": {"max_steps": 3}}, "trian", "Extra inputs are not permitted"),
+        ({"teacher": {"teachers": [{"name": "x", "kind": "openai"}]}}, "teacher.teachers.0", "needs model"),
+    ],
+)
+def test_prefect_refuses_bad_parameters_naming_the_field(overrides, field, problem):
+    from flows.refresh import refresh
+
+    with pytest.raises(ParameterTypeError) as caught:
+        refresh.validate_parameters({"config": str(CONFIG), "overrides": overrides})
+    message = str(caught.value)
+    assert f" - overrides.{field}: " in message and problem in message
+
+
+def test_the_ui_form_has_every_section_with_types_bounds_and_descriptions():
+    from flows.end_to_end import end_to_end
+    from flows.refresh import refresh
+    from flows.train_eval import train_evaluate
+
+    for flow in (refresh, train_evaluate, end_to_end):
+        schema = flow.parameters.model_dump()
+        assert "overrides" in schema["properties"]
+        definitions = schema["definitions"]
+        assert {"TrainConfigOverrides", "GateConfigOverrides", "SimulateConfigOverrides"} <= set(definitions)
+    train = refresh.parameters.model_dump()["definitions"]["TrainConfigOverrides"]["properties"]["max_steps"]
+    assert {"type": "integer", "minimum": 1} in train["anyOf"] and train["default"] is None
+    validate = refresh.parameters.model_dump()["definitions"]["PipelineOverrides"]["properties"]
+    assert "validate" in validate  # the YAML's key, not the Python attribute name
+    gate = refresh.parameters.model_dump()["definitions"]["GateConfigOverrides"]["properties"]["margin"]
+    assert "description" in gate and "Tuned minus base" in gate["description"]
