@@ -45,15 +45,15 @@ FLOW_RUN_S = 420
 
 
 def small_overrides(runs_dir: Path) -> dict[str, Any]:
-    """Non-default in every field: a few vessels, a few steps, scores on a handful of items."""
+    """Non-default in every field: a few vessels, a few steps, scores on a handful of items. Nested
+    sections, as the UI's form sends them (the server checks them against the parameter schema)."""
     return {
-        "run.runs_dir": str(runs_dir),
-        "simulate.vessels": 8,
-        "simulate.hours": 6,
-        "generate.max_seeds": 60,
-        "train.max_steps": 2,
-        "gate.enabled": False,
-        "evaluate.limit": 4,
+        "run": {"runs_dir": str(runs_dir)},
+        "simulate": {"vessels": 8, "hours": 6},
+        "generate": {"max_seeds": 60},
+        "train": {"max_steps": 2},
+        "gate": {"enabled": False},
+        "evaluate": {"limit": 4},
     }
 
 
@@ -193,6 +193,20 @@ async def _run_deployment(api_url: str, parameters: dict[str, Any]) -> dict[str,
         }
 
 
+async def _refused(api_url: str, parameters: dict[str, Any]) -> str:
+    """The server's answer to a run with bad parameters (it must refuse to create the run)."""
+    from prefect.client.orchestration import PrefectClient
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    async with PrefectClient(api_url) as client:
+        deployment = await client.read_deployment_by_name(DEPLOYMENT)
+        try:
+            await client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
+        except PrefectHTTPStatusError as exc:
+            return str(exc)
+    pytest.fail(f"the server accepted {parameters}")
+
+
 def _cancelling():
     from prefect.states import Cancelling
 
@@ -209,6 +223,9 @@ def test_a_worker_runs_the_deployed_end_to_end_flow_with_its_artifacts(tmp_path)
         # deployment keeps the placeholder and each worker fills in its own checkout
         _cli(["--no-prompt", "deploy", "--name", DEPLOYMENT.split("/")[1],
               "--prefect-file", str(PREFECT_FILE.relative_to(REPO))], stack["env"], REPO)
+        # the server checks parameters against the flow's schema before a run exists, naming the field
+        refused = asyncio.run(_refused(stack["api_url"], {"overrides": {"train": {"max_steps": 0}}}))
+        assert "overrides" in refused and "max_steps" in refused and "minimum of 1" in refused, refused
         started = time.monotonic()
         result = asyncio.run(_run_deployment(stack["api_url"], {"overrides": overrides, "run_id": RUN_ID}))
         print(f"deployed end-to-end run final after {time.monotonic() - started:.1f} s (from the trigger)")
@@ -232,12 +249,12 @@ def test_a_worker_runs_the_deployed_end_to_end_flow_with_its_artifacts(tmp_path)
         stats = json.loads((run / "stats.json").read_text())
         assert stats["run"]["overrides"] == overrides
         # the simulator adds its invalid-MMSI vessels to the ones asked for
-        vessels = overrides["simulate.vessels"] + SimulateConfig().invalid_mmsi_vessels
+        vessels = overrides["simulate"]["vessels"] + SimulateConfig().invalid_mmsi_vessels
         assert f"{vessels} vessels" in stats["run"]["source"]
-        assert 0 < stats["generate"]["generated"] <= overrides["generate.max_seeds"]
-        assert stats["train"]["steps"] == overrides["train.max_steps"] and "gate" not in stats
+        assert 0 < stats["generate"]["generated"] <= overrides["generate"]["max_seeds"]
+        assert stats["train"]["steps"] == overrides["train"]["max_steps"] and "gate" not in stats
         results = json.loads((run / "eval" / "results.json").read_text())
-        assert results["base"]["n"] == results["tuned"]["n"] == overrides["evaluate.limit"]
+        assert results["base"]["n"] == results["tuned"]["n"] == overrides["evaluate"]["limit"]
 
         artifacts = result["artifacts"]
         by_flow = {name: {(a.key, a.type) for a in artifacts if a.flow_run_id == sub.id}
