@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from tasks.balance import balance_task
 from tasks.config import PipelineOverrides, load_config, overrides_dict
@@ -19,7 +20,7 @@ from tasks.judge import judge_task
 from tasks.known import known_task
 from tasks.ports import load_ports
 from tasks.publish import publish_task
-from tasks.report import write_report
+from tasks.report import gate_steps, write_report
 from tasks.review import export_review_task
 from tasks.rundir import create_run_dir, point_latest, update_stats
 from tasks.seeds import seeds_task
@@ -167,7 +168,16 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
     update_stats(run_dir, "review_export", reviewed)
     log.info("review sample: %d examples in %s (import decisions with `tidewright review-import`)",
              reviewed["sampled"], run_dir / "review")
-    report_artifact(write_report(run_dir), artifact_key(lineage), "funnel, question mix, similarity")
+    key = artifact_key(lineage)
+    report_artifact(write_report(run_dir), key, "funnel, question mix, similarity")
+    stats = json.loads((run_dir / "stats.json").read_text())
+    create_table_artifact(
+        key=key.replace("report-", "funnel-", 1),
+        table=[{"step": step, "examples left": left, "dropped and why": why} for step, left, why in gate_steps(stats)],
+        description=f"Quality-gate funnel of run {run_dir.name}: generated -> each validator -> dedup -> balancing -> published",
+    )
+    create_link_artifact(key=key.replace("report-", "run-folder-", 1), link=run_dir.resolve().as_uri(),
+                         link_text=str(run_dir.resolve()), description=f"Run folder of {run_dir.name} (dataset, report, plots)")
     point_latest(run_dir)
     log.info("published %d examples (%d carried from the previous version, %d new; train %d, eval %d) to %s",
              published["published"], published["carried"], published["added"], published["train_examples"],

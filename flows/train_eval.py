@@ -147,12 +147,25 @@ def train_evaluate(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | 
     log.info("cost per 1,000 queries: teacher %.4f USD, student %.4f USD (ratio %s)",
              cost["teacher_usd_per_1k"], cost["student_usd_per_1k"], cost["ratio"])
     report_artifact(write_report(run), _eval_key(cfg), "gate, training, base vs tuned vs teacher, cost")
+    sides = [side for side in ("base", "tuned", "teacher") if side in results]
     create_table_artifact(
         key=f"{_eval_key(cfg)}-scores",
-        table=[{"model": side, **{m: results[side][m] for m in METRICS}, "n": results[side]["n"]}
-               for side in ("base", "tuned", "teacher") if side in results],
-        description=f"lm-eval scores of run {run.name}; cost per 1,000 queries: teacher {cost['teacher_usd_per_1k']:.4f} "
-                    f"USD, student {cost['student_usd_per_1k']:.4f} USD (ratio {cost['ratio']})",
+        table=[{"model": side, **{m: results[side][m] for m in METRICS}, "n": results[side]["n"]} for side in sides],
+        description=f"lm-eval scores of run {run.name} on the eval split",
+    )
+    create_table_artifact(
+        key=f"{_eval_key(cfg)}-per-category",
+        table=[{"category": category, "n": results["base"]["per_category"][category]["n"],
+                **{f"{side} {m}": results[side]["per_category"].get(category, {}).get(m)
+                   for side in sides for m in ("token_f1", "numeric_match")}}
+               for category in sorted(results["base"]["per_category"])],
+        description=f"Scores per category of run {run.name}: base, tuned and teacher",
+    )
+    create_table_artifact(
+        key=f"{_eval_key(cfg)}-cost",
+        table=[{"model": "teacher", "usd_per_1k_queries": cost["teacher_usd_per_1k"], "basis": cost["teacher_basis"]},
+               {"model": "student", "usd_per_1k_queries": cost["student_usd_per_1k"], "basis": cost["student_basis"]}],
+        description=f"Cost per 1,000 queries of run {run.name}: the teacher costs {cost['ratio']}x the student",
     )
     return results
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -220,3 +221,42 @@ def test_report_has_the_quality_gate_plots_and_a_prefect_artifact(refreshed):
 
     found = [a.data or "" for a in asyncio.run(artifacts())]
     assert any("## Quality gate" in d and str(run / "plots" / "funnel.png") in d for d in found)
+
+
+def test_the_ui_gets_tables_for_the_funnel_scores_and_cost_and_a_link_to_the_run_folder(refreshed):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.refresh import artifact_key
+    from tasks.report import gate_steps
+
+    runs, _ = refreshed
+    run = runs / "flowtest"
+    key = artifact_key(json.loads((run / "dataset" / "manifest.json").read_text())["version"]["lineage"])
+    wanted = {name: key.replace("report-", f"{name}-", 1) for name in ("funnel", "run-folder", "evaluation")}
+    wanted |= {f"evaluation-{part}": f"{wanted['evaluation']}-{part}" for part in ("scores", "per-category", "cost")}
+
+    async def latest(keys):
+        async with get_client() as client:
+            found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=list(keys))))
+        # the second night's run writes the same keys (one key per dataset line): take this run's
+        mine = re.compile(rf"\b{re.escape(run.name)}\b(?!-)")
+        return {artifact.key: artifact for artifact in sorted(found, key=lambda a: a.created)
+                if mine.search(artifact.description or "")}
+
+    artifacts = asyncio.run(latest(wanted.values()))
+    assert set(artifacts) == set(wanted.values())
+    stats = json.loads((run / "stats.json").read_text())
+    funnel = json.loads(artifacts[wanted["funnel"]].data)
+    assert [(row["step"], row["examples left"]) for row in funnel] == [(s, n) for s, n, _ in gate_steps(stats)]
+    assert funnel[-1]["examples left"] == stats["publish"]["published"]
+    assert run.resolve().as_uri() in artifacts[wanted["run-folder"]].data  # Prefect stores a link as markdown
+    results = json.loads((run / "eval" / "results.json").read_text())
+    scores = {row["model"]: row for row in json.loads(artifacts[wanted["evaluation-scores"]].data)}
+    assert scores["tuned"]["token_f1"] == results["tuned"]["token_f1"] and set(scores) == {"base", "tuned"}
+    categories = [row["category"] for row in json.loads(artifacts[wanted["evaluation-per-category"]].data)]
+    assert categories == sorted(results["base"]["per_category"])
+    cost = json.loads(artifacts[wanted["evaluation-cost"]].data)
+    assert [row["usd_per_1k_queries"] for row in cost] == [results["cost"]["teacher_usd_per_1k"], results["cost"]["student_usd_per_1k"]]
