@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
         train_jsonl = build_examples(work / "data", args.examples, context_records)
         examples_in_file = sum(1 for _ in open(train_jsonl))
         model_dir = build_model(args.arch, train_jsonl, work / "models")
+        # train_lora resumes from checkpoints it finds: a kept folder's earlier run must not be timed as this one
+        shutil.rmtree(work / "run", ignore_errors=True)
         load = os.getloadavg()[0]
         print(f"training {args.steps} steps (load average {load:.1f}) ...", file=sys.stderr)
         job_args = {"model_dir": str(model_dir), "train_jsonl": str(train_jsonl), "out_dir": str(work / "run"),

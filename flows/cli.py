@@ -147,8 +147,9 @@ def summary(run_dir: Path) -> str:
             lines.append(f"  lm-eval {metric}: " + ", ".join(f"{side} {_num(res[side].get(metric))}" for side in sides))
         cost = res.get("cost")
         if cost:
+            ratio = "n/a" if cost["ratio"] is None else f"{cost['ratio']}x"
             lines.append(f"  cost per 1,000 queries: teacher {cost['teacher_usd_per_1k']:.4f} USD, student "
-                         f"{cost['student_usd_per_1k']:.4f} USD (ratio {cost['ratio']}x); bases in report.md")
+                         f"{cost['student_usd_per_1k']:.4f} USD (ratio {ratio}); bases in report.md")
     return "\n".join(lines)
 
 

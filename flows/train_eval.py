@@ -21,6 +21,7 @@ from tasks.evaluate import (
     gate_verdict,
     prepare_task,
     run_lm_eval,
+    teacher_key,
 )
 from tasks.llm.ledger import read_ledger
 from tasks.report import write_report
@@ -32,10 +33,15 @@ from tasks.versions import lineage_of
 DEFAULT_CONFIG = "pipeline_configs/maritime_ais.yaml"
 
 
+# what a training run produces does not depend on these: a finished run is reused (and merged) as is
+NOT_TRAINING_INPUTS = ("merge", "save_steps", "eval_steps")
+
+
 def training_key(cfg_train: dict, base_model: str, dataset: Path, first_n: int | None = None) -> str:
     """Checkpoints are reused only for the same training inputs: config, student, data (and the
     gate's example count)."""
-    digest = hashlib.sha256(json.dumps(cfg_train, sort_keys=True).encode() + str(base_model).encode())
+    inputs = {k: v for k, v in cfg_train.items() if k not in NOT_TRAINING_INPUTS}
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode() + str(base_model).encode())
     digest.update(str(first_n).encode())
     for name in ("train.jsonl", "eval.jsonl"):
         digest.update((dataset / name).read_bytes())
@@ -102,13 +108,20 @@ def train_evaluate(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | 
     cfg = load_config(config, overrides)
     run = resolve_run_dir(run_dir, cfg)
     dataset, eval_dir = run / "dataset", run / "eval"
+    teacher = cfg.eval_teacher()
+    if teacher is not None:
+        teacher_key(teacher)  # a missing key fails now, not after training
+    # an earlier train-eval of this folder: its figures must not read as this run's
+    (eval_dir / "results.json").unlink(missing_ok=True)
+    (eval_dir / "gate.json").unlink(missing_ok=True)
+    for section in ("gate", "train"):
+        update_stats(run, section, None)
     base_model = resolve_student(cfg.student, _training_corpus(dataset / "train.jsonl"), run / "student" / "base")
     log.info("student %s", base_model)
 
     # the base student is scored once; the gate and the final comparison both use it
     prepare_task_task(cfg.evaluate, base_model, dataset / "eval.jsonl", eval_dir, cfg.validate_)
     base_scores = score_task(cfg.evaluate, base_model, None, eval_dir / "lm_eval_task", DEFAULT_TASK_NAME, eval_dir / "base.json")
-    (eval_dir / "gate.json").unlink(missing_ok=True)
     if cfg.gate.enabled:
         verdict = run_gate(cfg, run, base_model, base_scores)
         update_stats(run, "gate", {k: v for k, v in verdict.items() if k != "tuned_scores"})
@@ -119,9 +132,6 @@ def train_evaluate(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | 
                 cfg.gate.first_n, cfg.gate.metric, verdict["gain"] or 0.0, cfg.gate.margin,
                 ", ".join(verdict["failed_categories"]) or "none",
             )
-            # an earlier full run's figures in this folder would read as this run's
-            (eval_dir / "results.json").unlink(missing_ok=True)
-            update_stats(run, "train", None)
             report_artifact(write_report(run), _eval_key(cfg), "stopped at the incremental gate")
             return {"stopped_at_gate": True, "gate": verdict}
         if "skipped" not in verdict:
@@ -132,7 +142,6 @@ def train_evaluate(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | 
     update_stats(run, "train", _train_stats(trained, key, base_model))
     log.info("trained %s: %d steps, loss %.3f", trained.method, trained.steps, trained.train_loss)
 
-    teacher = cfg.eval_teacher()
     note = None
     if teacher is None:
         note = ("evaluate.score_teacher is false" if not cfg.evaluate.score_teacher else

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from tasks.errors import ConfigError
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # errors never echo the input: a key pasted where a variable name belongs would reach the logs
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class RunConfig(Section):
@@ -494,7 +495,8 @@ class GateConfig(Section):
     enabled: bool = Field(True, description="Train on the first `first_n` examples and evaluate before the full run.")
     first_n: int = Field(100, ge=1, description="Training examples of the gate run (the first ones of train.jsonl).")
     max_steps: int = Field(30, ge=1, description="Optimizer steps of the gate run.")
-    metric: Literal["token_f1", "exact_match", "numeric_match", "correctly_refused"] = Field(
+    # correctly_refused is not offered: a student that refuses everything would pass on it
+    metric: Literal["token_f1", "exact_match", "numeric_match"] = Field(
         "token_f1", description="The score the tuned student must improve."
     )
     margin: float = Field(
@@ -643,7 +645,8 @@ def _overrides_model(model: type[BaseModel], name: str) -> type[BaseModel]:
             inner = Annotated[annotation, *info.metadata] if info.metadata else annotation
         fields[field_name] = (inner | None, Field(None, alias=info.alias, description=info.description))
     return create_model(
-        name, __config__=ConfigDict(extra="forbid", populate_by_name=True), __doc__=model.__doc__, **fields
+        name, __config__=ConfigDict(extra="forbid", populate_by_name=True, hide_input_in_errors=True), __doc__=model.__doc__,
+        **fields,
     )
 
 

@@ -15,7 +15,8 @@ Metrics, per item (None where a metric does not apply; aggregates are means over
 applies to):
 - exact_match, token_f1 (SQuAD F1 with numbers kept whole): every item;
 - numeric_match: items whose final answer must state numbers or times: 1 when each is stated
-  within the fact's tolerance for its unit (validate.unit_tolerance), each statement counted once;
+  within the fact's tolerance for its unit (validate.unit_tolerance), each statement counted once,
+  and no other number is stated that neither the reference answer nor the question states;
 - correctly_refused: unanswerable items: the answer says the data is insufficient;
 - false_refusal: answerable items: the answer refuses anyway (a student that refuses everything
   scores 1 on correctly_refused, and this shows it).
@@ -53,7 +54,9 @@ LOWER_IS_BETTER = ("false_refusal",)
 BREAKDOWN_KEYS = ("category", "difficulty", "answerable")
 BREAKDOWNS = {"per_category": "category", "per_difficulty": "difficulty"}
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-DEFAULT_BASE_URL = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com/v1"}
+# as the vendors' SDKs take them (generation passes base_url to the SDKs): OpenAI's includes /v1,
+# Anthropic's does not (its SDK appends /v1/messages)
+DEFAULT_BASE_URL = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
 # what lm-eval's chat models read the key from; set only while the teacher is scored
 LM_EVAL_KEY_ENV = {"openai": "OPENAI_API_KEY", "openai_compatible": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 # an OpenAI-compatible server without auth gets this, never the user's OPENAI_API_KEY
@@ -107,19 +110,34 @@ def stated_values(text):
     return numbers, times
 
 
-def numeric_match(prediction, expected):
+def distance(kind, a, b):
+    """How far apart two values are; times of the day wrap at midnight (23:59 is 1 minute from 00:00)."""
+    gap = abs(a - b)
+    return min(gap, 1440 - gap) if kind == "time" else gap
+
+
+def numeric_match(prediction, expected, reference="", question=""):
     """1.0 when every expected number and time is stated within its tolerance (one statement per
-    expected value), 0.0 when one is missing or off, None when the item expects none."""
+    expected value) and every other number or time stated is one the reference answer or the
+    question states too (a window, a threshold, the MMSI); 0.0 otherwise: a value missing, off, or
+    made up (copying the records into the answer is no match); None when the item expects none."""
     if not expected:
         return None
     numbers, times = stated_values(prediction)
     pools = {"number": numbers, "time": times}
     for value in expected:
         pool = pools[value["kind"]]
-        hit = next((i for i, stated in enumerate(pool) if abs(stated - value["value"]) <= value["tol"]), None)
+        hit = next((i for i, s in enumerate(pool) if distance(value["kind"], s, value["value"]) <= value["tol"]), None)
         if hit is None:
             return 0.0
         pool.pop(hit)
+    known_numbers, known_times = (a + b for a, b in zip(stated_values(reference), stated_values(question)))
+    known = {"number": known_numbers, "time": known_times}
+    for kind, pool in pools.items():
+        for stated in pool:
+            near_expected = any(v["kind"] == kind and distance(kind, stated, v["value"]) <= v["tol"] for v in expected)
+            if not near_expected and not any(distance(kind, stated, k) <= 1e-6 * (1 + abs(k)) for k in known[kind]):
+                return 0.0
     return 1.0
 
 
@@ -133,7 +151,7 @@ def process_results(doc, results):
     return {
         "exact_match": exact_match(prediction, doc["answer"]),
         "token_f1": token_f1(prediction, doc["answer"]),
-        "numeric_match": numeric_match(prediction, doc["expected"]) if answerable else None,
+        "numeric_match": numeric_match(prediction, doc["expected"], doc["answer"], doc["question"]) if answerable else None,
         "correctly_refused": None if answerable else float(refused(prediction)),
         "false_refusal": float(refused(prediction)) if answerable else None,
     }
@@ -286,6 +304,8 @@ def write_lm_eval_task(
                 "prompt": tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False),
                 "system": system,
                 "user": user,
+                # the final question without the records: numbers it states may be repeated in an answer
+                "question": messages[-2]["content"].rsplit("Question:", 1)[-1].strip(),
                 "answer": messages[-1]["content"],
                 "expected": expected_values(original, vcfg),
                 **{key: original.get(key) for key in BREAKDOWN_KEYS},
@@ -332,20 +352,26 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def teacher_key(spec: TeacherSpec) -> str:
+    """The key the scored teacher needs (a placeholder for a server without auth); a ConfigError
+    naming the variable when it is not set. The flow calls it before any training."""
+    source = spec.api_key_env or DEFAULT_KEY_ENV.get(spec.kind)
+    if source is None:
+        return NO_KEY_PLACEHOLDER
+    value = os.environ.get(source, "").strip()
+    if not value:
+        raise ConfigError(
+            f"scoring teacher {spec.name!r} needs its API key in environment variable {source}, which is not set; "
+            f"export {source}=<key> or set evaluate.score_teacher: false"
+        )
+    return value
+
+
 @contextlib.contextmanager
 def _teacher_key(spec: TeacherSpec) -> Iterator[None]:
     """The teacher's key in the variable lm-eval reads, for the duration only; restored after."""
     target = LM_EVAL_KEY_ENV[spec.kind]
-    source = spec.api_key_env or DEFAULT_KEY_ENV.get(spec.kind)
-    if source is None:
-        value = NO_KEY_PLACEHOLDER
-    else:
-        value = os.environ.get(source, "").strip()
-        if not value:
-            raise ConfigError(
-                f"scoring teacher {spec.name!r} needs its API key in environment variable {source}, which is not set; "
-                f"export {source}=<key> or set evaluate.score_teacher: false"
-            )
+    value = teacher_key(spec)
     before = os.environ.get(target)
     os.environ[target] = value
     try:
@@ -362,7 +388,7 @@ def _lm_eval_model(model: str | TeacherSpec, adapter_dir: Path | None) -> tuple[
     if isinstance(model, TeacherSpec):
         api = "anthropic" if model.kind == "anthropic" else "openai"
         base = (model.base_url or DEFAULT_BASE_URL[api]).rstrip("/")
-        endpoint = f"{base}/messages" if api == "anthropic" else f"{base}/chat/completions"
+        endpoint = f"{base}/v1/messages" if api == "anthropic" else f"{base}/chat/completions"
         args = {"model": model.model, "base_url": endpoint, "num_concurrent": model.concurrency, "max_retries": 3,
                 "tokenizer_backend": None}
         return ("anthropic-chat-completions" if api == "anthropic" else "local-chat-completions"), args, "cpu"
@@ -398,11 +424,17 @@ def run_lm_eval(
     lm_task = f"{task_name}_chat" if teacher else task_name
     name, model_args, device = _lm_eval_model(model, adapter_dir)
     context = _teacher_key(model) if teacher else _offline_for(str(model))
-    started = time.perf_counter()
     with context, quiet_hf_output():
+        lm: Any = name
+        if not teacher:
+            from lm_eval.models.huggingface import HFLM
+
+            # loaded before the clock starts: `seconds` is scoring time, the basis of the cost per query
+            lm = HFLM(**model_args, device=device, batch_size=cfg.batch_size)
+        started = time.perf_counter()
         output = simple_evaluate(
-            model=name,
-            model_args=model_args,
+            model=lm,
+            model_args=model_args if teacher else None,
             tasks=[lm_task],
             task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
             device=device,
@@ -414,7 +446,7 @@ def run_lm_eval(
             # Means of per-item scores; bootstrapped standard errors are not needed and cost time.
             bootstrap_iters=0,
         )
-    seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started
     rows = []
     for sample in sorted(output["samples"][lm_task], key=lambda s: s["doc_id"]):
         doc = sample["doc"]
@@ -425,6 +457,7 @@ def run_lm_eval(
                 "prompt": sample["arguments"][0][0],
                 "prediction": sample["filtered_resps"][0],
                 "answer": doc["answer"],
+                "question": doc["question"],
                 "expected": doc["expected"],
                 **{metric: None if sample[metric] is None else float(sample[metric]) for metric in METRICS},
             }
@@ -517,11 +550,10 @@ def compare_models(
 
 
 def gate_verdict(base: dict[str, Any], tuned: dict[str, Any], metric: str, margin: float) -> dict[str, Any]:
-    """Did the tuned student beat the base by margin on metric, overall; which categories did not."""
+    """Did the tuned student beat the base by margin on metric (higher is better), overall; which
+    categories did not."""
     def gain(t: dict[str, Any], b: dict[str, Any]) -> float | None:
-        if t[metric] is None or b[metric] is None:
-            return None
-        return (b[metric] - t[metric]) if metric in LOWER_IS_BETTER else (t[metric] - b[metric])
+        return None if t[metric] is None or b[metric] is None else t[metric] - b[metric]
 
     overall = gain(tuned, base)
     per_category = {cat: gain(tuned["per_category"][cat], base["per_category"][cat]) for cat in base["per_category"]}
@@ -556,8 +588,9 @@ def cost_report(
     Teacher: the mean cost of one answered call in the run's token ledger (prices from
     teacher.prices); a run without API calls (the offline template teacher) prices
     evaluate.reference_model on the eval prompts' and reference answers' token counts (counted with
-    the student's tokenizer, which is said in the result). Student: the tuned model's measured wall
-    time per eval query on this machine, priced at evaluate.student_price_per_hour.
+    the student's tokenizer, which is said in the result). Student: the tuned model's measured
+    scoring time per eval query on this machine (lm-eval's generation, model loading excluded),
+    priced at evaluate.student_price_per_hour.
     """
     from transformers import AutoTokenizer
 
@@ -591,7 +624,7 @@ def cost_report(
         "teacher_basis": teacher_basis,
         "student_usd_per_1k": round(student_per_1k, 6),
         "student_basis": (
-            f"tuned student measured at {seconds_per_query:.3f} s per query (lm-eval, batch {cfg.batch_size}, "
+            f"tuned student measured at {seconds_per_query:.3f} s per query (lm-eval scoring, batch {cfg.batch_size}, "
             f"{device}) at {cfg.student_price_per_hour:.2f} USD/h"
         ),
         "ratio": None if math.isinf(ratio) else round(ratio, 1),

@@ -269,7 +269,7 @@ def _gate_section(gate: dict[str, Any] | None) -> list[str]:
     out += [f"Trained {gate['steps']} steps on the first {gate['examples']} examples; {gate['metric']} base "
             f"{_score(gate['base'])} -> tuned {_score(gate['tuned'])} (gain {_score(gate['gain'])}, margin "
             f"{gate['margin']}): {verdict}.", ""]
-    rows = [[cat, _score(g), "yes" if g is not None and g >= gate["margin"] else "NO"]
+    rows = [[cat, _score(g), "n/a" if g is None else ("yes" if g >= gate["margin"] else "NO")]
             for cat, g in sorted(gate["gain_per_category"].items())]
     out += [_table(["category", f"{gate['metric']} gain", "beats base by margin"], rows), ""]
     if gate["failed_categories"]:
@@ -282,7 +282,8 @@ def _evaluation_section(res: dict[str, Any], plots: Path) -> list[str]:
     metrics = res.get("metrics", ["exact_match", "token_f1"])
     out = ["## Evaluation (lm-eval)", "",
            f"Task `{res['task']}` over the eval split (limit {res['limit']}); the same chat template as training. "
-           "numeric_match: every number and time of the answer within the fact's tolerance (items with values); "
+           "numeric_match: every number and time the answer must state, within the fact's tolerance, and no number that "
+           "neither the reference answer nor the question states (items with values); "
            "correctly_refused: unanswerable items answered as such; false_refusal: answerable items refused.", ""]
     label = {"teacher": f"teacher ({res['teacher'].get('name')}, {res['teacher'].get('model')})"} if "teacher" in res else {}
     out.append(_table(["model", *metrics, "n"], [

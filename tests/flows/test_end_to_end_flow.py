@@ -162,6 +162,12 @@ def test_a_gate_the_tuned_student_cannot_pass_stops_before_the_full_run(refreshe
     assert stopped_at_gate(run) and "STOPPED before the full run; failed categories: " + ", ".join(failed) in summary(run)
     assert not stopped_at_gate(runs / "flowtest")
 
+    # the same folder again with the gate off: the stop is gone, the full run's figures are there
+    train_evaluate(config=CONFIG, overrides=small_overrides(runs) | {"gate.enabled": False}, run_dir=str(run))
+    stats = json.loads((run / "stats.json").read_text())
+    assert "gate" not in stats and stats["train"]["steps"] == 8 and not stopped_at_gate(run)
+    assert (run / "eval" / "results.json").is_file() and "## Incremental gate" not in (run / "report.md").read_text()
+
 
 @pytest.fixture(scope="module")
 def second_night(refreshed):

@@ -57,7 +57,7 @@ def test_token_f1_on_hand_made_cases(metrics):
 def test_exact_match_ignores_surrounding_whitespace_only(metrics):
     assert metrics.exact_match("  12.4 knots.\n", "12.4 knots.") == 1.0
     assert metrics.exact_match("12.4 knots", "12.4 knots.") == 0.0
-    doc = {"answer": "Vessel 1 averaged 12.4 knots.", "answerable": True,
+    doc = {"answer": "Vessel 1 averaged 12.4 knots.", "answerable": True, "question": "What did vessel 1 average?",
            "expected": [{"kind": "number", "value": 12.43, "tol": 0.051}]}
     assert metrics.process_results(doc, [" Vessel 1 averaged 12.4 knots. "]) == {
         "exact_match": 1.0, "token_f1": 1.0, "numeric_match": 1.0, "correctly_refused": None, "false_refusal": 0.0,
@@ -82,19 +82,36 @@ def test_numeric_match_within_the_facts_tolerance(metrics):
     assert metrics.numeric_match("It arrived at 6 17 2024.", [arrival]) == 0.0
     # hemisphere letters give the sign of a position; a range's dash is not a minus sign
     lon = {"kind": "number", "value": -118.24013, "tol": 0.00051}
-    assert metrics.numeric_match("at 33.70012° N, 118.24013° W", [lon]) == 1.0
-    assert metrics.numeric_match("at 33.70012° N, 118.24013° E", [lon]) == 0.0
-    assert metrics.numeric_match("between 12-15 knots", [{"kind": "number", "value": 15.0, "tol": 0.051}]) == 1.0
+    lat = {"kind": "number", "value": 33.70012, "tol": 0.00051}
+    assert metrics.numeric_match("at 33.70012° N, 118.24013° W", [lat, lon]) == 1.0
+    assert metrics.numeric_match("at 33.70012° N, 118.24013° E", [lat, lon]) == 0.0
+    assert metrics.numeric_match("between 12-15 knots", [{"kind": "number", "value": 15.0, "tol": 0.051}], "12 to 15") == 1.0
     # a degenerate generation is not a statement of 0
     assert metrics.numeric_match("0" * 40, [{"kind": "number", "value": 0.0, "tol": 0.051}]) == 0.0
+    # times wrap at midnight, as the validator's do
+    assert metrics.numeric_match("at 00:00 UTC", [{"kind": "time", "value": 1439.5, "tol": 1.0}]) == 1.0
+
+
+def test_numeric_match_fails_an_answer_that_also_states_made_up_numbers(metrics):
+    speed = [{"kind": "number", "value": 12.43, "tol": 0.051}]
+    reference = "Vessel 366123456 averaged 12.4 knots between 06:00 and 07:00 UTC (limit 30 knots)."
+    question = "What was the average speed of vessel 366123456 between 06:00 and 07:00 UTC?"
+    # numbers the reference or the question states too are fine; values near the expected one too
+    assert metrics.numeric_match("366123456 averaged 12.4 kn from 06:00 to 07:00, under 30", speed, reference, question) == 1.0
+    assert metrics.numeric_match("12.4 knots, i.e. 12.43 knots", speed, reference, question) == 1.0
+    # a made-up value, or the records copied into the answer, is no match
+    assert metrics.numeric_match("12.4 knots, peaking at 17.2", speed, reference, question) == 0.0
+    table = "06:00|40.71234|-74.01234|12.1\n06:05|40.71301|-74.01100|12.6"
+    assert metrics.numeric_match(f"12.4 knots. {table}", speed, reference, question) == 0.0
+    assert metrics.numeric_match("12.4 knots at 06:35", speed, reference, question) == 0.0
 
 
 def test_refusals_are_scored_on_the_items_they_apply_to(metrics):
-    unanswerable = {"answer": "The data is insufficient to answer.", "answerable": False, "expected": []}
+    unanswerable = {"answer": "The data is insufficient to answer.", "answerable": False, "expected": [], "question": "?"}
     scored = metrics.process_results(unanswerable, ["The records hold no reports from it; the data is insufficient."])
     assert (scored["correctly_refused"], scored["false_refusal"], scored["numeric_match"]) == (1.0, None, None)
     assert metrics.process_results(unanswerable, ["It averaged 12.4 knots."])["correctly_refused"] == 0.0
-    answerable = {"answer": "It averaged 12.4 knots.", "answerable": True,
+    answerable = {"answer": "It averaged 12.4 knots.", "answerable": True, "question": "?",
                   "expected": [{"kind": "number", "value": 12.4, "tol": 0.051}]}
     refusing = metrics.process_results(answerable, ["The data is insufficient to answer."])
     assert (refusing["false_refusal"], refusing["correctly_refused"], refusing["numeric_match"]) == (1.0, None, 0.0)
@@ -139,9 +156,8 @@ def test_gate_verdict_names_the_categories_that_did_not_improve():
     assert verdict["passed"] and verdict["gain"] == pytest.approx(0.05)
     assert verdict["failed_categories"] == ["identity"]
     assert not gate_verdict(base, side(0.11, {"movement": 0.3, "identity": 0.2, "safety": None}), "token_f1", 0.02)["passed"]
-    # false_refusal is better when lower: a drop is a gain
-    fr = gate_verdict({"false_refusal": 0.5, "per_category": {}}, {"false_refusal": 0.2, "per_category": {}}, "false_refusal", 0.1)
-    assert fr["passed"] and fr["gain"] == pytest.approx(0.3)
+    # no score at all (a metric that applies to no item) is no pass
+    assert not gate_verdict(side(None, {}), side(None, {}), "token_f1", 0.0)["passed"]
 
 
 def test_task_prompts_are_the_training_prompts(task_dir, chat_dataset, tiny_student):
@@ -199,17 +215,30 @@ def independent_token_f1(prediction: str, reference: str) -> float:
     return 2 * p * r / (p + r)
 
 
-def independent_numeric_match(prediction: str, expected: list[dict]) -> float | None:
+def _values(text: str) -> tuple[list[float], list[float]]:
+    times = [int(h) * 60 + int(m) for h, m in re.findall(r"(\d{1,2}):(\d{2})", text)]
+    rest = re.sub(r"\d{1,2}:\d{2}(?::\d{2})?|\d{4}-\d{2}-\d{2}", " ", text)
+    numbers = [float(x) for x in re.findall(r"(?<![\w.])\d{1,12}(?:\.\d+)?(?!\d)", rest)]
+    return numbers, times
+
+
+def independent_numeric_match(prediction: str, expected: list[dict], reference: str, question: str) -> float | None:
     if not expected:
         return None
-    times = [int(h) * 60 + int(m) for h, m in re.findall(r"(\d{1,2}):(\d{2})", prediction)]
-    numbers = [float(x) for x in re.findall(r"(?<![\w.:-])\d+(?:\.\d+)?(?![\d:])", re.sub(r"\d{4}-\d{2}-\d{2}", "", prediction))]
+    numbers, times = _values(prediction)
     for value in expected:
         pool = times if value["kind"] == "time" else numbers
-        match = [x for x in pool if abs(x - value["value"]) <= value["tol"]]
+        gap = (lambda x: min(abs(x - value["value"]), 1440 - abs(x - value["value"]))) if value["kind"] == "time" else (
+            lambda x: abs(x - value["value"]))
+        match = [x for x in pool if gap(x) <= value["tol"]]
         if not match:
             return 0.0
         pool.remove(match[0])
+    (ref_n, ref_t), (q_n, q_t) = _values(reference), _values(question)
+    for pool, known, kind in ((numbers, ref_n + q_n, "number"), (times, ref_t + q_t, "time")):
+        for x in pool:
+            if not any(v["kind"] == kind and abs(x - v["value"]) <= v["tol"] for v in expected) and x not in known:
+                return 0.0
     return 1.0
 
 
@@ -223,7 +252,7 @@ def recompute(rows: list[dict]) -> dict[str, float | None]:
         per_item.append({
             "exact_match": float(pred.strip() == row["answer"].strip()),
             "token_f1": independent_token_f1(pred, row["answer"]),
-            "numeric_match": independent_numeric_match(pred, row["expected"]) if answerable else None,
+            "numeric_match": independent_numeric_match(pred, row["expected"], row["answer"], row["question"]) if answerable else None,
             "correctly_refused": None if answerable else float(bool(refusal.search(pred))),
             "false_refusal": float(bool(refusal.search(pred))) if answerable else None,
         })
@@ -275,7 +304,8 @@ def test_base_tuned_and_teacher_are_scored_on_the_same_items_and_rescored_from_t
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with LoopbackLLM(responder=corrupting_teacher(rows_by_user, corrupt)) as server, caplog.at_level(logging.DEBUG):
-        base_url = server.openai_base_url if kind == "openai" else f"{server.anthropic_base_url}/v1"
+        # the base_url a teacher is configured with for generation (the SDKs' form) serves scoring too
+        base_url = server.openai_base_url if kind == "openai" else server.anthropic_base_url
         teacher = TeacherSpec(name="teacher", kind=kind, model="gpt-4o" if kind == "openai" else "claude-sonnet-4-5",
                               base_url=base_url, api_key_env="PLANTED_EVAL_KEY")
         results = compare_models(cfg, str(tiny_student), result.adapter_dir, chat_dataset["eval"], eval_dir, teacher=teacher)
@@ -302,6 +332,14 @@ def test_base_tuned_and_teacher_are_scored_on_the_same_items_and_rescored_from_t
         assert results["teacher"]["correctly_refused"] == pytest.approx(sum(i["id"] not in corrupt for i in refused) / len(refused))
     assert all(teacher_rows[i["id"]]["prediction"] == i["messages"][-1]["content"] for i in items if i["id"] not in corrupt)
     assert results["delta"]["token_f1"] == pytest.approx(results["tuned"]["token_f1"] - results["base"]["token_f1"])
+    # what lm-eval fed the students is the training chat format, string and tokens
+    tokenizer = AutoTokenizer.from_pretrained(tiny_student)
+    for side in ("base", "tuned"):
+        for line, item in zip((eval_dir / f"{side}.predictions.jsonl").read_text().splitlines(), items):
+            prompt, messages = json.loads(line)["prompt"], item["messages"]
+            assert prompt == tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
+            trained_ids = tokenizer.apply_chat_template(messages, return_dict=True)["input_ids"]
+            assert trained_ids[: len(tokenizer(prompt)["input_ids"])] == tokenizer(prompt)["input_ids"]
     # the key went to the server in a header, and nowhere else
     for path in eval_dir.rglob("*"):
         if path.is_file():
