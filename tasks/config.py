@@ -669,12 +669,36 @@ PipelineOverrides = create_model(
 )
 
 
+def _accepts_none(info: Any) -> bool:
+    annotation = info.annotation
+    return annotation is None or type(None) in getattr(annotation, "__args__", ())
+
+
+def _without_empty(data: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """Drop nulls given for fields that cannot be null: a form sends them for fields left empty,
+    and they mean "not overridden" (a null for a field that takes one, e.g. evaluate.limit, stays)."""
+    fields = {info.alias or name: info for name, info in model.model_fields.items()}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        info = fields.get(key)
+        section = info.annotation if info is not None else None
+        if isinstance(value, dict) and isinstance(section, type) and issubclass(section, Section):
+            value = _without_empty(value, section)
+            if not value:
+                continue
+        elif value is None and info is not None and not _accepts_none(info):
+            continue
+        out[key] = value
+    return out
+
+
 def overrides_dict(overrides: BaseModel | dict[str, Any] | None) -> dict[str, Any]:
-    """Overrides as plain nested data (the model's set fields only), e.g. for stats and load_config."""
+    """Overrides as plain nested data (the model's set fields only, without nulls for fields that
+    cannot be null), e.g. for stats and load_config."""
     if overrides is None:
         return {}
     if isinstance(overrides, BaseModel):
-        return overrides.model_dump(mode="json", exclude_unset=True, by_alias=True)
+        return _without_empty(overrides.model_dump(mode="json", exclude_unset=True, by_alias=True), PipelineConfig)
     return dict(overrides)
 
 

@@ -57,3 +57,13 @@ def test_the_ui_form_has_every_section_with_types_bounds_and_descriptions():
     assert "validate" in validate  # the YAML's key, not the Python attribute name
     gate = refresh.parameters.model_dump()["definitions"]["GateConfigOverrides"]["properties"]["margin"]
     assert "description" in gate and "Tuned minus base" in gate["description"]
+
+
+def test_nulls_a_form_sends_for_empty_fields_mean_not_overridden():
+    # what a form may send for fields left empty, beside one real override and one real null
+    sent = {"train": {"max_steps": None, "batch_size": 4}, "gate": {"enabled": None}, "evaluate": {"limit": None}}
+    overrides = PipelineOverrides.model_validate(sent)
+    assert overrides_dict(overrides) == {"train": {"batch_size": 4}, "evaluate": {"limit": None}}
+    cfg, from_file = load_config(CONFIG, overrides), load_config(CONFIG)
+    assert (cfg.train.max_steps, cfg.train.batch_size, cfg.gate.enabled) == (from_file.train.max_steps, 4, from_file.gate.enabled)
+    assert cfg.evaluate.limit is None  # limit takes null ("score every item"): an explicit null is kept
