@@ -57,9 +57,10 @@ def download_new_days(cfg, log) -> list[Path]:
     return [report.files[day] for day in sorted(report.files)]
 
 
-def artifact_key(lineage: str) -> str:
-    """Prefect artifact keys are lowercase letters, digits and dashes; one key per dataset line keeps its history."""
-    return "report-" + (re.sub(r"[^a-z0-9-]+", "-", lineage.lower()).strip("-") or "dataset")
+def artifact_key(lineage: str, kind: str = "report") -> str:
+    """`<kind>-<line>`: Prefect artifact keys are lowercase letters, digits and dashes; one key per
+    dataset line and kind (report, funnel, run-folder, evaluation...) keeps its history."""
+    return f"{kind}-" + (re.sub(r"[^a-z0-9-]+", "-", lineage.lower()).strip("-") or "dataset")
 
 
 def report_artifact(report: Path, key: str, what: str) -> None:
@@ -168,15 +169,14 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
     update_stats(run_dir, "review_export", reviewed)
     log.info("review sample: %d examples in %s (import decisions with `tidewright review-import`)",
              reviewed["sampled"], run_dir / "review")
-    key = artifact_key(lineage)
-    report_artifact(write_report(run_dir), key, "funnel, question mix, similarity")
+    report_artifact(write_report(run_dir), artifact_key(lineage), "funnel, question mix, similarity")
     stats = json.loads((run_dir / "stats.json").read_text())
     create_table_artifact(
-        key=key.replace("report-", "funnel-", 1),
+        key=artifact_key(lineage, "funnel"),
         table=[{"step": step, "examples left": left, "dropped and why": why} for step, left, why in gate_steps(stats)],
         description=f"Quality-gate funnel of run {run_dir.name}: generated -> each validator -> dedup -> balancing -> published",
     )
-    create_link_artifact(key=key.replace("report-", "run-folder-", 1), link=run_dir.resolve().as_uri(),
+    create_link_artifact(key=artifact_key(lineage, "run-folder"), link=run_dir.resolve().as_uri(),
                          link_text=str(run_dir.resolve()), description=f"Run folder of {run_dir.name} (dataset, report, plots)")
     point_latest(run_dir)
     log.info("published %d examples (%d carried from the previous version, %d new; train %d, eval %d) to %s",

@@ -69,7 +69,7 @@ def _train_stats(trained: TrainResult, key: str, base_model: str) -> dict[str, A
 
 
 def _eval_key(cfg: PipelineConfig) -> str:
-    return artifact_key(lineage_of(cfg)).replace("report-", "evaluation-", 1)
+    return artifact_key(lineage_of(cfg), "evaluation")
 
 
 score_task = task(name="score-lm-eval", task_run_name="score-{out_path.parent.name}-{out_path.stem}")(run_lm_eval)

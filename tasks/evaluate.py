@@ -40,6 +40,7 @@ from prefect import task
 
 from tasks.config import EvaluateConfig, TeacherSpec, ValidateConfig
 from tasks.errors import ConfigError, InputError
+from tasks.llm.keys import api_key
 from tasks.student import END_OF_TURN, hub_offline, is_local_model
 from tasks.train import quiet_hf_output, read_conversations
 from tasks.validate import REFUSAL_RE, TOLERANCE_KINDS, minute_of_day, unit_tolerance
@@ -53,14 +54,11 @@ LOWER_IS_BETTER = ("false_refusal",)
 # Per-item keys carried into the task JSONL so scores can be broken down later.
 BREAKDOWN_KEYS = ("category", "difficulty", "answerable")
 BREAKDOWNS = {"per_category": "category", "per_difficulty": "difficulty"}
-DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 # as the vendors' SDKs take them (generation passes base_url to the SDKs): OpenAI's includes /v1,
 # Anthropic's does not (its SDK appends /v1/messages)
 DEFAULT_BASE_URL = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
 # what lm-eval's chat models read the key from; set only while the teacher is scored
 LM_EVAL_KEY_ENV = {"openai": "OPENAI_API_KEY", "openai_compatible": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-# an OpenAI-compatible server without auth gets this, never the user's OPENAI_API_KEY
-NO_KEY_PLACEHOLDER = "no-key"
 
 # utils.py beside the YAML. Self-contained (standard library only) so that `lm_eval` run by hand,
 # from any environment, can import it through `!function utils.process_results`.
@@ -169,21 +167,16 @@ METRIC_LIST_YAML = "".join(
     for metric in METRICS
 )
 
-TASK_YAML = """\
-# tidewright AIS QA, written by tasks/evaluate.py. `prompt` is already rendered with the
-# student's chat template (exactly as in training): run WITHOUT --apply_chat_template.
-#   HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 lm_eval --model hf \\
-#     --model_args pretrained=STUDENT_DIR,peft=ADAPTER_DIR --include_path {task_dir} \\
-#     --tasks {task_name} --device cpu --limit 60
-task: {task_name}
+# The task body, shared by the student's task and the teacher's (chat) task.
+TASK_BODY = """\
+task: {task}
 dataset_path: json
 dataset_kwargs:
   data_files:
     test: {data_file}
 test_split: test
 output_type: generate_until
-doc_to_text: prompt
-doc_to_target: answer
+{prompt_fields}doc_to_target: answer
 target_delimiter: ""
 generation_kwargs:
   until: {stop}
@@ -195,31 +188,20 @@ metric_list:
   version: 2.0
 """
 
-CHAT_TASK_YAML = """\
+STUDENT_HEADER = """\
+# tidewright AIS QA, written by tasks/evaluate.py. `prompt` is already rendered with the
+# student's chat template (exactly as in training): run WITHOUT --apply_chat_template.
+#   HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 lm_eval --model hf \\
+#     --model_args pretrained=STUDENT_DIR,peft=ADAPTER_DIR --include_path {task_dir} \\
+#     --tasks {task_name} --device cpu --limit 60
+"""
+
+CHAT_HEADER = """\
 # The same items for a chat API model (the teacher): system + user messages, run WITH
 # --apply_chat_template. A dialogue's earlier turns are a transcript in the user message.
 #   OPENAI_API_KEY=... lm_eval --model local-chat-completions \\
 #     --model_args model=MODEL,base_url=BASE_URL/chat/completions --apply_chat_template \\
 #     --include_path {task_dir} --tasks {task_name}_chat --limit 60
-task: {task_name}_chat
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data_file}
-test_split: test
-output_type: generate_until
-description: system
-doc_to_text: user
-doc_to_target: answer
-target_delimiter: ""
-generation_kwargs:
-  until: []
-  do_sample: false
-  max_gen_toks: {max_gen_toks}
-process_results: !function utils.process_results
-metric_list:
-{metric_list}metadata:
-  version: 2.0
 """
 
 
@@ -323,8 +305,16 @@ def write_lm_eval_task(
     # The ChatML end of turn, and the student's own end token if it differs (lm-eval also stops at
     # the tokenizer's eos, but a hand-read YAML should say so).
     stop = json.dumps(list(dict.fromkeys([END_OF_TURN, tokenizer.eos_token or END_OF_TURN])))
-    (task_dir / f"{task_name}.yaml").write_text(TASK_YAML.format(stop=stop, **fields), encoding="utf-8")
-    (task_dir / f"{task_name}_chat.yaml").write_text(CHAT_TASK_YAML.format(**fields), encoding="utf-8")
+    (task_dir / f"{task_name}.yaml").write_text(
+        STUDENT_HEADER.format(**fields)
+        + TASK_BODY.format(task=task_name, prompt_fields="doc_to_text: prompt\n", stop=stop, **fields),
+        encoding="utf-8",
+    )
+    (task_dir / f"{task_name}_chat.yaml").write_text(
+        CHAT_HEADER.format(**fields)
+        + TASK_BODY.format(task=f"{task_name}_chat", prompt_fields="description: system\ndoc_to_text: user\n", stop="[]", **fields),
+        encoding="utf-8",
+    )
     return task_dir
 
 
@@ -353,18 +343,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def teacher_key(spec: TeacherSpec) -> str:
-    """The key the scored teacher needs (a placeholder for a server without auth); a ConfigError
-    naming the variable when it is not set. The flow calls it before any training."""
-    source = spec.api_key_env or DEFAULT_KEY_ENV.get(spec.kind)
-    if source is None:
-        return NO_KEY_PLACEHOLDER
-    value = os.environ.get(source, "").strip()
-    if not value:
-        raise ConfigError(
-            f"scoring teacher {spec.name!r} needs its API key in environment variable {source}, which is not set; "
-            f"export {source}=<key> or set evaluate.score_teacher: false"
-        )
-    return value
+    """The key the scored teacher needs, as generation reads it (an OpenAI-compatible server without
+    auth gets a placeholder, never the user's OPENAI_API_KEY). The flow calls it before training."""
+    return api_key(spec, unless="set evaluate.score_teacher: false")
 
 
 @contextlib.contextmanager

@@ -20,7 +20,6 @@ import functools
 import inspect
 import json
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from distilabel.models.llms.utils import prepare_output
 
 from tasks.config import TeacherConfig, TeacherSpec
 from tasks.errors import ConfigError
+from tasks.llm.keys import api_key
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,6 @@ ERROR_KINDS = ("rate_limited", "server_error", "timeout", "connection", "client_
 OVERLOAD_KINDS = ("rate_limited", "server_error", "timeout", "connection")
 RETRYABLE_KINDS = ("rate_limited", "server_error", "timeout", "connection", "bad_response")
 
-DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-# an OpenAI-compatible server without auth (vLLM, Ollama, transformers serve) still needs a
-# non-empty key for the SDK; never fall back to OPENAI_API_KEY: it must not reach a third party
-NO_KEY_PLACEHOLDER = "no-key"
 _KEYLIKE_RE = re.compile(r"\b(?:sk|pk|rk|key)-[A-Za-z0-9_\-]{6,}")
 _DETAIL_MAX = 300
 # OpenAI reasoning models (o1, o3-mini, o4-mini, gpt-5...) reject max_tokens and any temperature
@@ -287,17 +283,6 @@ def anthropic_takes_temperature() -> bool:
     return "temperature" in inspect.signature(AsyncMessages.create).parameters
 
 
-def _api_key(spec: TeacherSpec) -> str:
-    env = spec.api_key_env or DEFAULT_KEY_ENV.get(spec.kind)
-    if env is None:  # openai_compatible without a named variable: a server without auth
-        return NO_KEY_PLACEHOLDER
-    value = os.environ.get(env, "").strip()
-    if not value:
-        raise ConfigError(
-            f"teacher {spec.name!r} ({spec.kind}) needs an API key in environment variable {env}, which is "
-            f"not set; export {env}=<key> (or set teacher api_key_env to the variable that holds it)"
-        )
-    return value
 
 
 class TeacherClient:
@@ -311,7 +296,7 @@ class TeacherClient:
         self.model: str = spec.model  # type: ignore[assignment]  # TeacherSpec requires it for API kinds
         self.api = "anthropic" if spec.kind == "anthropic" else "openai"
         self.timeout_s = cfg.timeout_s
-        key = _api_key(spec)
+        key = api_key(spec)
         self._secrets = (key,)
         self._reasoning = spec.kind == "openai" and bool(_REASONING_MODEL_RE.match(self.model))
         if self.api == "anthropic":

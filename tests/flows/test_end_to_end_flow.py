@@ -240,8 +240,8 @@ def test_the_ui_gets_tables_for_the_funnel_scores_and_cost_and_a_link_to_the_run
 
     runs, _ = refreshed
     run = runs / "flowtest"
-    key = artifact_key(json.loads((run / "dataset" / "manifest.json").read_text())["version"]["lineage"])
-    wanted = {name: key.replace("report-", f"{name}-", 1) for name in ("funnel", "run-folder", "evaluation")}
+    lineage = json.loads((run / "dataset" / "manifest.json").read_text())["version"]["lineage"]
+    wanted = {name: artifact_key(lineage, name) for name in ("funnel", "run-folder", "evaluation")}
     wanted |= {f"evaluation-{part}": f"{wanted['evaluation']}-{part}" for part in ("scores", "per-category", "cost")}
 
     async def latest(keys):
