@@ -5,32 +5,37 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from tasks.balance import balance_task
+from tasks.balance import balance_examples
 from tasks.config import PipelineOverrides, load_config, overrides_dict
-from tasks.dedup import dedup_task
-from tasks.facts import facts_task
+from tasks.dedup import dedup_examples
+from tasks.facts import compute_facts
 from tasks.errors import InputError
-from tasks.ingest import ingest_task, source_files
-from tasks.judge import judge_task
-from tasks.known import known_task
+from tasks.ingest import ingest_files, source_files
+from tasks.judge import judge_examples
+from tasks.known import known_examples
 from tasks.ports import load_ports
 from tasks.publish import publish_task
 from tasks.report import gate_steps, write_report
 from tasks.review import export_review_task
 from tasks.rundir import create_run_dir, point_latest, update_stats
-from tasks.seeds import seeds_task
-from tasks.simulate import simulate_ais_task
-from tasks.stage import stage_task
-from tasks.teacher import generate_task
-from tasks.validate import validate_task
+from tasks.stagecache import StageRunner
+from tasks.seeds import build_seeds
+from tasks.simulate import simulate
+from tasks.stage import stage_positions
+from tasks.teacher import generate_examples
+from tasks.validate import validate_examples
 from tasks.versions import dedup_reference, latest_version, lineage_of
 
 DEFAULT_CONFIG = "pipeline_configs/maritime_ais.yaml"
+# the stages reused across runs, in order (tasks/stagecache.py); publish and the review sample always run
+REFRESH_STAGES = ["simulate-ais", "ingest", "stage-positions", "compute-facts", "build-seed-questions",
+                  "generate-examples", "validate-examples", "known", "judge", "dedup-semantic", "balance"]
 
 
 def stored_days(store_dir: Path) -> set:
@@ -57,6 +62,13 @@ def download_new_days(cfg, log) -> list[Path]:
     return [report.files[day] for day in sorted(report.files)]
 
 
+def llm_finished(generated: dict) -> bool:
+    """A generation result worth reusing: every LLM seed answered, nothing stopped by budget or rate limits
+    (what is left undone must be retried by the next run, from the response cache for what was done)."""
+    llm = generated.get("llm") or {}
+    return not llm or (not llm.get("stopped") and llm.get("accepted") == llm.get("items"))
+
+
 def artifact_key(lineage: str, kind: str = "report") -> str:
     """`<kind>-<line>`: Prefect artifact keys are lowercase letters, digits and dashes; one key per
     dataset line and kind (report, funnel, run-folder, evaluation...) keeps its history."""
@@ -80,10 +92,14 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
     run_dir = create_run_dir(cfg, run_id)
     log.info("run folder %s", run_dir)
     ports_path = cfg.ports.path
+    stages = StageRunner(run_dir, Path(cfg.run.runs_dir) / "stage_cache", reuse=cfg.run.reuse_stages,
+                         plan=REFRESH_STAGES[cfg.source.kind != "simulator":])
+    interactive = sys.stderr.isatty()  # progress bars for the long stages when a person watches
 
     kind = cfg.source.kind
     if kind == "simulator":
-        sim = simulate_ais_task(cfg.simulate, load_ports(ports_path), run_dir / "source")
+        sim = stages.run("simulate-ais", simulate, cfg.simulate, load_ports(ports_path), run_dir / "source",
+                         outputs=("out_dir",))
         files, kind, source_label = [sim.csv_path], "noaa_csv", f"simulator (seed {cfg.simulate.seed}, {sim.vessels} vessels)"
         log.info("simulated %d AIS rows from %d vessels", sim.rows, sim.vessels)
     elif kind == "noaa_download":
@@ -94,28 +110,35 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
     update_stats(run_dir, "run", {"config": config, "overrides": overrides_dict(overrides), "source": source_label})
 
     db_path = run_dir / "warehouse.duckdb"
-    ingested = ingest_task(kind, files, db_path, run_dir / "work", cfg.stage.duckdb_memory_limit)
+    ingested = stages.run("ingest", ingest_files, kind, files, db_path, run_dir / "work", cfg.stage.duckdb_memory_limit,
+                          outputs=("db_path",), ignore=("work_dir", "memory_limit"), uses_sql=True)
     update_stats(run_dir, "ingest", {"rows": ingested.rows, "malformed": ingested.malformed,
                                      "files": ingested.per_file})
     # simulated traffic is not a feed: two simulator runs must not merge into one day's partition
     store_dir = cfg.stage.store_dir or (run_dir / "store" if cfg.source.kind == "simulator" else cfg.store_dir)
-    staged = stage_task(db_path, run_dir / "staged", cfg.stage, store_dir)
+    staged = stages.run("stage-positions", stage_positions, db_path, run_dir / "staged", cfg.stage, store_dir,
+                        outputs=("db_path", "out_dir", "store_dir"), updates=("db_path",), uses_sql=True)
     update_stats(run_dir, "stage", {"kept": staged.kept, "rejected": staged.rejected, "days": staged.days,
                                     "store_dir": str(staged.store_dir)})
     log.info("staged %d positions into %s (days %s), quarantined %s", staged.kept, staged.store_dir,
              ", ".join(staged.days), staged.rejected or "none")
 
-    facts = facts_task(db_path, ports_path, cfg.facts, run_dir / "facts", cfg.stage.duckdb_memory_limit)
+    facts = stages.run("compute-facts", compute_facts, db_path, ports_path, cfg.facts, run_dir / "facts",
+                       cfg.stage.duckdb_memory_limit, outputs=("db_path", "out_dir"), updates=("db_path",),
+                       ignore=("memory_limit",), uses_sql=True)
     update_stats(run_dir, "facts", {"counts": facts.counts, "params": facts.params, "digests": facts.digests})
     log.info("facts %s", facts.counts)
 
     work = run_dir / "work"
-    seeds = seeds_task(staged.positions_path, facts.paths, facts.params, facts.digests, ports_path, cfg.generate,
-                       work / "seeds.jsonl")
+    seeds = stages.run("build-seed-questions", build_seeds, staged.positions_path, facts.paths, facts.params,
+                       facts.digests, ports_path, cfg.generate, work / "seeds.jsonl", outputs=("out_path",))
     update_stats(run_dir, "seeds", seeds)
     cache_path = cfg.teacher.cache_path or Path(cfg.run.runs_dir) / "teacher_cache.sqlite"
-    generated = generate_task(work / "seeds.jsonl", cfg.teacher, cfg.generate.seed, work / "generated.jsonl",
-                              cache_path, work / "teacher_ledger.jsonl", work / "quarantine_generate.parquet")
+    generated = stages.run("generate-examples", generate_examples, work / "seeds.jsonl", cfg.teacher, cfg.generate.seed,
+                           work / "generated.jsonl", cache_path, work / "teacher_ledger.jsonl",
+                           work / "quarantine_generate.parquet", progress=interactive,
+                           outputs=("out_path", "ledger_path", "quarantine_path"), ignore=("cache_path", "progress"),
+                           complete=llm_finished)
     update_stats(run_dir, "generate", generated)
     log.info("teachers %s wrote %d examples; %d seeds quarantined", generated["teacher"], generated["generated"],
              generated["rejected"])
@@ -125,16 +148,19 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
                  llm["input_tokens"], llm["output_tokens"], llm["cost_usd"],
                  f"; stopped: {llm['stopped']}" if llm["stopped"] else "")
 
-    validated = validate_task(work / "generated.jsonl", cfg.validate_, work / "validated.jsonl",
-                              work / "quarantine_validate.parquet")
+    validated = stages.run("validate-examples", validate_examples, work / "generated.jsonl", cfg.validate_,
+                           work / "validated.jsonl", work / "quarantine_validate.parquet",
+                           outputs=("kept_path", "quarantine_path"))
     update_stats(run_dir, "validate", validated)
     log.info("validators kept %d, rejected %d %s", validated["kept"], validated["rejected"], validated["reasons"])
     # the free filter before the paid one, both before dedup: dedup chooses among examples that passed every check
-    known = known_task(work / "validated.jsonl", cfg.known, cfg.student, cfg.validate_, work / "known.jsonl",
-                       work / "quarantine_known.parquet")
+    known = stages.run("known", known_examples, work / "validated.jsonl", cfg.known, cfg.student, cfg.validate_,
+                       work / "known.jsonl", work / "quarantine_known.parquet", outputs=("out_path", "quarantine_path"))
     update_stats(run_dir, "known", known)
-    judged = judge_task(work / "known.jsonl", cfg.judge, cfg.teacher, work / "judged.jsonl", work / "quarantine_judge.parquet",
-                        cache_path, work / "judge_ledger.jsonl")
+    judged = stages.run("judge", judge_examples, work / "known.jsonl", cfg.judge, cfg.teacher, work / "judged.jsonl",
+                        work / "quarantine_judge.parquet", cache_path, work / "judge_ledger.jsonl", progress=interactive,
+                        outputs=("out_path", "quarantine_path", "ledger_path"), ignore=("cache_path", "progress"),
+                        complete=lambda stats: not stats.get("stopped") and not stats.get("unscored"))
     update_stats(run_dir, "judge", judged)
     for name, stage in (("already-known filter", known), ("LLM judge", judged)):
         if stage.get("enabled"):
@@ -145,13 +171,15 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
         log.info("dataset line %s: this run builds on version %s", lineage, previous.parent.name)
     embedding_cache = cfg.dedup.cache_path or Path(cfg.run.runs_dir) / "embedding_cache.sqlite"
     reference = dedup_reference(previous) if cfg.dedup.against_published else []
-    deduped = dedup_task(work / "judged.jsonl", cfg.dedup, work / "deduped.jsonl", work / "quarantine_dedup.parquet",
-                         reference, embedding_cache, work / "deduped_embeddings.npy")
+    deduped = stages.run("dedup-semantic", dedup_examples, work / "judged.jsonl", cfg.dedup, work / "deduped.jsonl",
+                         work / "quarantine_dedup.parquet", reference, embedding_cache, work / "deduped_embeddings.npy",
+                         outputs=("out_path", "quarantine_path", "embeddings_path"), ignore=("cache_path",))
     update_stats(run_dir, "dedup", deduped)
     log.info("dedup kept %d (exact %d, near %d, repeats of the published version %d)", deduped["kept"],
              deduped["exact_duplicates"], deduped["near_duplicates"], deduped["published_duplicates"])
-    balanced = balance_task(work / "deduped.jsonl", cfg.balance, work / "balanced.jsonl", work / "quarantine_balance.parquet",
-                            work / "deduped_embeddings.npy", previous)
+    balanced = stages.run("balance", balance_examples, work / "deduped.jsonl", cfg.balance, work / "balanced.jsonl",
+                          work / "quarantine_balance.parquet", work / "deduped_embeddings.npy", previous,
+                          outputs=("out_path", "quarantine_path"))
     update_stats(run_dir, "balance", balanced)
     if balanced["dropped"]:
         log.info("balancing kept %d of %d (%s)", balanced["kept"], balanced["input"], balanced["reasons"])
@@ -167,6 +195,9 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
     update_stats(run_dir, "publish", published)
     reviewed = export_review_task(run_dir / "dataset", cfg.review, run_dir / "review")
     update_stats(run_dir, "review_export", reviewed)
+    update_stats(run_dir, "stages", stages.summary())
+    reused = [name for name, record in stages.records.items() if record.reused]
+    log.info("stages reused from earlier runs: %s", ", ".join(reused) if reused else "none")
     log.info("review sample: %d examples in %s (import decisions with `tidewright review-import`)",
              reviewed["sampled"], run_dir / "review")
     report_artifact(write_report(run_dir), artifact_key(lineage), "funnel, question mix, similarity")

@@ -25,6 +25,11 @@ class RunConfig(Section):
     domain: str = Field("maritime_ais", description="Name used in run ids and reports.")
     runs_dir: Path = Field(Path("runs"), description="Folder that holds runs/<run-id>/ and runs/latest.")
     run_id: str | None = Field(None, description="Fixed run id; default is <domain>-<UTC timestamp>.")
+    reuse_stages: bool = Field(
+        True,
+        description="Reuse a stage's result from an earlier run (<runs_dir>/stage_cache) when its input files, "
+        "config, SQL files and code version are unchanged; false runs every stage and refreshes the cache.",
+    )
 
 
 SourceKind = Literal["simulator", "noaa_csv", "dma_csv", "nmea", "parquet", "noaa_download"]

@@ -154,12 +154,26 @@ def quality_gate_section(stats: dict[str, Any], run_dir: Path) -> list[str]:
     return out
 
 
+def stages_reused_section(stages: dict[str, Any]) -> list[str]:
+    """One line: which stages this run took from an earlier run's cache (`run.reuse_stages`)."""
+    reused = {name: r for name, r in stages.items() if r.get("reused")}
+    if not stages:
+        return []
+    if not reused:
+        return ["Stages reused from earlier runs: none (every stage ran).", ""]
+    runs = sorted({r["from_run"] for r in reused.values()})
+    ran = [name for name in stages if name not in reused]
+    return [f"Stages reused from earlier runs (unchanged inputs, config, SQL and code): {', '.join(reused)} "
+            f"(from {', '.join(f'`{r}`' for r in runs)}); ran: {', '.join(ran) or 'none'}.", ""]
+
+
 def render_report(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     stats = json.loads((run_dir / "stats.json").read_text())
     out = [f"# tidewright run `{run_dir.name}`", ""]
     run = stats.get("run", {})
     out += [f"Config: `{run.get('config')}`; source: {run.get('source')}; teacher: {stats.get('generate', {}).get('teacher')}.", ""]
+    out += stages_reused_section(stats.get("stages") or {})
 
     out += ["## Funnel", ""]
     ing, stg = stats["ingest"], stats["stage"]

@@ -1,0 +1,119 @@
+"""Stages reused across runs: an unchanged refresh asks the teacher nothing and Prefect reports its
+stages as cached; one changed config field re-runs that stage and what follows, nothing before it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from tasks.llm.loopback import LoopbackLLM
+
+KEY = "sk-test-PLANTED-stage-reuse-51c9"
+BEFORE_SEEDS = ["simulate-ais", "ingest", "stage-positions", "compute-facts"]
+FROM_SEEDS = ["build-seed-questions", "generate-examples", "validate-examples", "known", "judge", "dedup-semantic", "balance"]
+
+
+def write_config(path: Path, runs: Path, srv: LoopbackLLM, max_seeds: int) -> str:
+    path.write_text(yaml.safe_dump({
+        "run": {"runs_dir": str(runs)},
+        "simulate": {"vessels": 8, "hours": 12},
+        "generate": {"max_seeds": max_seeds},
+        "teacher": {
+            "teachers": [
+                {"name": "gpt", "kind": "openai", "model": "gpt-4o", "base_url": srv.openai_base_url,
+                 "api_key_env": "TW_REUSE_OPENAI_KEY", "share": 0.5, "concurrency": 2},
+                {"name": "template", "kind": "template", "share": 0.5},
+            ],
+            "corrupt_share": 0.0,
+        },
+    }))
+    return str(path)
+
+
+def task_states(flow_run_id) -> dict[str, str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
+
+
+@pytest.fixture(scope="module")
+def three_runs(prefect_server, tmp_path_factory, monkeypatch_module):
+    from flows.refresh import refresh
+
+    monkeypatch_module.setenv("TW_REUSE_OPENAI_KEY", KEY)
+    tmp = tmp_path_factory.mktemp("reuse")
+    runs = tmp / "runs"
+    out = {}
+    with LoopbackLLM() as srv:
+        for run_id, max_seeds in (("first", 40), ("second", 40), ("changed", 30)):
+            config = write_config(tmp / f"{run_id}.yaml", runs, srv, max_seeds)
+            before = len(srv.requests)
+            state = refresh(config=config, run_id=run_id, return_state=True)
+            assert state.is_completed(), state
+            run = runs / run_id
+            out[run_id] = {"requests": len(srv.requests) - before, "run": run,
+                           "stats": json.loads((run / "stats.json").read_text()),
+                           "states": task_states(state.state_details.flow_run_id)}
+    return out
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_an_unchanged_refresh_asks_the_teacher_nothing_and_reuses_every_stage_before_publishing(three_runs):
+    first, second = three_runs["first"], three_runs["second"]
+    assert first["requests"] > 0 and first["stats"]["generate"]["llm"]["calls"] > 0
+    assert second["requests"] == 0
+    reused = {name for name, r in second["stats"]["stages"].items() if r["reused"]}
+    # dedup and balance compare against the version the first run published, so they run again
+    assert reused == set(BEFORE_SEEDS + FROM_SEEDS) - {"dedup-semantic", "balance"}
+    assert all(r["from_run"] == "first" for name, r in second["stats"]["stages"].items() if name in reused)
+    assert not any(r["reused"] for r in first["stats"]["stages"].values())
+    # Prefect's own record: the reused stages are Cached task runs
+    for name in reused:
+        assert second["states"][name] == "Cached", (name, second["states"])
+    assert first["states"]["generate-examples"] == "Completed"
+    assert "Stages reused from earlier runs" in (second["run"] / "report.md").read_text()
+
+
+def test_a_reused_stage_leaves_the_same_files_in_the_new_run_folder(three_runs):
+    first, second = three_runs["first"]["run"], three_runs["second"]["run"]
+    for rel in ("work/seeds.jsonl", "work/generated.jsonl", "work/validated.jsonl", "work/teacher_ledger.jsonl",
+                "facts/vessel_movement.parquet", "staged/quarantine_positions.parquet", "source/ais.csv"):
+        assert (second / rel).read_bytes() == (first / rel).read_bytes(), rel
+    # paths in the reused results point into the new run folder, not the first one
+    stats = three_runs["second"]["stats"]
+    assert stats["stage"]["store_dir"] == str(second / "store")
+    assert all(path.startswith(str(second)) for path in stats["ingest"]["files"])
+    # both runs publish the same examples (the second carries the first version forward)
+    cols = ["id", "question", "answer"]
+    a = pd.read_parquet(first / "dataset" / "examples.parquet")[cols].sort_values("id").reset_index(drop=True)
+    b = pd.read_parquet(second / "dataset" / "examples.parquet")[cols].sort_values("id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_one_changed_field_reruns_that_stage_and_what_follows_only(three_runs):
+    changed = three_runs["changed"]
+    stages = changed["stats"]["stages"]
+    assert [name for name in BEFORE_SEEDS if stages[name]["reused"]] == BEFORE_SEEDS
+    assert [name for name in FROM_SEEDS if not stages[name]["reused"]] == FROM_SEEDS
+    assert changed["stats"]["seeds"]["seeds"] <= 30
+    for name in FROM_SEEDS:
+        assert changed["states"][name] == "Completed", (name, changed["states"])
+
+
+def test_the_key_never_reaches_the_stage_cache(three_runs):
+    cache = three_runs["first"]["run"].parent / "stage_cache"
+    files = [p for p in cache.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        assert KEY.encode() not in path.read_bytes(), path
