@@ -23,20 +23,25 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
     HF_HOME=/home/app/.cache/huggingface
 
-RUN useradd --create-home --uid 1000 app
+RUN useradd --create-home --uid 1000 app \
+    && apt-get update && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
 # deployments/prefect.yaml: the pull step enters $TIDEWRIGHT_HOME before each flow run
-ENV TIDEWRIGHT_HOME=/app
+ENV TIDEWRIGHT_HOME=/app \
+    PATH=/app/.venv/bin:$PATH
 
-# Dependencies first, in their own layer, so a code change does not reinstall torch.
-COPY requirements.lock ./
-RUN pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r requirements.lock
+# The same install steps as on a developer machine (`make deps`, then `make install`: the locked
+# dependencies into /app/.venv, then the project, editable), dependencies first in their own layer
+# so a code change does not reinstall torch. pip reads PIP_EXTRA_INDEX_URL for the torch wheel index.
+COPY Makefile requirements.lock ./
+RUN PIP_EXTRA_INDEX_URL="${TORCH_INDEX_URL}" make deps
 
 COPY --chown=app:app . .
-# Editable, as in the project's own install instructions: `tasks` and `flows` then import from
-# /app, so paths computed from a module's location (sql/, pipeline_configs/) point into /app.
-RUN pip install --no-deps -e . \
+# Editable: `tasks` and `flows` then import from /app, so paths computed from a module's location
+# (sql/, pipeline_configs/) point into /app.
+RUN make install \
     && mkdir -p /app/runs "$HF_HOME" \
     && chown app:app /app \
     && chown -R app:app /app/runs /home/app
