@@ -8,6 +8,7 @@ import re
 import sys
 from pathlib import Path
 
+import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
@@ -15,7 +16,9 @@ from tasks.balance import balance_examples
 from tasks.config import PipelineOverrides, load_config, overrides_dict
 from tasks.dedup import dedup_examples
 from tasks.facts import compute_facts
-from tasks.errors import InputError
+from tasks.fanout import SeedBatch, merge_batch_files, merge_generation_stats, run_batches, teacher_batches
+from tasks.errors import InputError, TeacherError
+from tasks.llm.ledger import read_ledger, summarize
 from tasks.ingest import ingest_files, source_files
 from tasks.judge import judge_examples
 from tasks.known import known_examples
@@ -67,6 +70,45 @@ def llm_finished(generated: dict) -> bool:
     (what is left undone must be retried by the next run, from the response cache for what was done)."""
     llm = generated.get("llm") or {}
     return not llm or (not llm.get("stopped") and llm.get("accepted") == llm.get("items"))
+
+
+def generate_in_batches(stages: StageRunner, cfg, work: Path, cache_path: Path, progress: bool) -> dict:
+    """The teacher stage fanned out over teacher batches (tasks/fanout.py), each batch a reusable stage;
+    merged into work/generated.jsonl, teacher_ledger.jsonl and quarantine_generate.parquet. A batch whose
+    LLM teacher produced nothing keeps its quarantine; the run fails only when no batch produced anything."""
+    log = get_run_logger()
+    batches = teacher_batches(work / "seeds.jsonl", cfg.teacher, cfg.generate.seed, work / "generate")
+    log.info("generation: %d seeds in %d batches (%s)", sum(b.seeds for b in batches), len(batches),
+             ", ".join(f"{b.name}: {b.seeds}" for b in batches))
+    failures: list[str] = []
+
+    def one(batch: SeedBatch) -> dict:
+        try:
+            return stages.run(f"generate-{batch.name}", generate_examples, batch.seeds_path, cfg.teacher, cfg.generate.seed,
+                              batch.out("generated.jsonl"), cache_path, batch.out("ledger.jsonl"),
+                              batch.out("quarantine.parquet"), progress=progress,
+                              outputs=("out_path", "ledger_path", "quarantine_path"), ignore=("cache_path", "progress"),
+                              complete=llm_finished)
+        except TeacherError as exc:
+            failures.append(f"{batch.name}: {exc}")
+            batch.out("generated.jsonl").write_text("")
+            ledger = summarize(read_ledger(batch.out("ledger.jsonl")))["overall"]
+            rejected = len(pd.read_parquet(batch.out("quarantine.parquet"))) if batch.out("quarantine.parquet").exists() else 0
+            return {"seeds": batch.seeds, "generated": 0, "rejected": rejected, "per_teacher": {}, "planted_errors": 0,
+                    "llm": {"items": batch.seeds, "accepted": 0, "calls": ledger["calls"], "cache_hits": ledger["cache_hits"],
+                            "input_tokens": ledger["input_tokens"], "output_tokens": ledger["output_tokens"],
+                            "cost_usd": ledger["cost_usd"], "stopped": "teacher_failing"}}
+
+    parts = run_batches(batches, one)
+    merge_batch_files(batches, work / "seeds.jsonl", work / "generated.jsonl", work / "teacher_ledger.jsonl",
+                      work / "quarantine_generate.parquet")
+    generated = merge_generation_stats(parts)
+    stages.group("generate-examples", [f"generate-{b.name}" for b in batches])
+    if failures and not generated["generated"]:
+        raise TeacherError("no teacher produced any example: " + "; ".join(failures))
+    for failure in failures:
+        log.warning("a generation batch produced nothing; its seeds are in quarantine: %s", failure)
+    return generated
 
 
 def artifact_key(lineage: str, kind: str = "report") -> str:
@@ -134,11 +176,7 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
                        facts.digests, ports_path, cfg.generate, work / "seeds.jsonl", outputs=("out_path",))
     update_stats(run_dir, "seeds", seeds)
     cache_path = cfg.teacher.cache_path or Path(cfg.run.runs_dir) / "teacher_cache.sqlite"
-    generated = stages.run("generate-examples", generate_examples, work / "seeds.jsonl", cfg.teacher, cfg.generate.seed,
-                           work / "generated.jsonl", cache_path, work / "teacher_ledger.jsonl",
-                           work / "quarantine_generate.parquet", progress=interactive,
-                           outputs=("out_path", "ledger_path", "quarantine_path"), ignore=("cache_path", "progress"),
-                           complete=llm_finished)
+    generated = generate_in_batches(stages, cfg, work, cache_path, interactive)
     update_stats(run_dir, "generate", generated)
     log.info("teachers %s wrote %d examples; %d seeds quarantined", generated["teacher"], generated["generated"],
              generated["rejected"])

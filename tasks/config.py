@@ -288,6 +288,11 @@ class TeacherConfig(Section):
         None, gt=0, description="USD this run may spend (cached answers are free): no call starts that the spend, the "
         "calls in flight and its own expected cost would take past it; generation then stops, keeping all done so far."
     )
+    batch_size: int = Field(
+        200, ge=1, description="Seeds per generation batch: each batch of one teacher is its own Prefect task (named "
+        "generate-<teacher>-<k>of<n>, reused across runs on its own); teachers run side by side, a teacher's batches one "
+        "after another (its rate limits hold per call). With budget_usd set, generation is one batch.",
+    )
     cache_path: Path | None = Field(
         None, description="SQLite response cache shared by runs; default <run.runs_dir>/teacher_cache.sqlite."
     )

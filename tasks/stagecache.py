@@ -349,6 +349,16 @@ class StageRunner:
         _log().info("%s%s: done in %.1f s%s", step, name, time.monotonic() - started, f" ({note})" if note else "")
         return output.value
 
+    def group(self, name: str, members: list[str]) -> StageRecord:
+        """One record for a stage that ran as several tasks (e.g. generation batches): reused when all were."""
+        records = [self.records[m] for m in members if m in self.records]
+        reused = bool(records) and len(records) == len(members) and all(r.reused for r in records)
+        sources = sorted({r.from_run for r in records if r.from_run})
+        record = StageRecord(reused, None, ", ".join(sources) or None,
+                             f"{sum(r.reused for r in records)} of {len(members)} tasks reused", sum(r.files for r in records))
+        self.records[name] = record
+        return record
+
     def summary(self) -> dict[str, dict[str, Any]]:
         return {name: dataclasses.asdict(record) for name, record in self.records.items()}
 
