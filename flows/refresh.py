@@ -19,7 +19,7 @@ from tasks.facts import compute_facts
 from tasks.fanout import SeedBatch, merge_batch_files, merge_generation_stats, run_batches, teacher_batches
 from tasks.errors import InputError, TeacherError
 from tasks.llm.ledger import read_ledger, summarize
-from tasks.ingest import ingest_files, source_files
+from tasks.ingest import SourcePart, ingest_files, read_source_part, source_files
 from tasks.judge import judge_examples
 from tasks.known import known_examples
 from tasks.ports import load_ports
@@ -70,6 +70,21 @@ def llm_finished(generated: dict) -> bool:
     (what is left undone must be retried by the next run, from the response cache for what was done)."""
     llm = generated.get("llm") or {}
     return not llm or (not llm.get("stopped") and llm.get("accepted") == llm.get("items"))
+
+
+def read_files_side_by_side(stages: StageRunner, kind: str, files: list[Path], parts_dir: Path) -> list[SourcePart] | None:
+    """Ingest fanned out over source files: each NMEA / DMA / parquet file decoded by its own task
+    (read-<k>of<n>-<file>), through the flow's task runner, and reused across runs while the file is
+    unchanged (a nightly feed re-decodes only new files). NOAA CSV needs none: DuckDB reads all files
+    of the day range in parallel itself."""
+    if kind == "noaa_csv":
+        return None
+    names = [f"read-{k + 1}of{len(files)}-{path.name}" for k, path in enumerate(files)]
+    waits = [stages.submit(name, read_source_part, kind, path, parts_dir / f"{k + 1:05d}.parquet", outputs=("out_path",))
+             for k, (name, path) in enumerate(zip(names, files))]
+    parts = [wait() for wait in waits]
+    stages.group("read-source-files", names)
+    return parts
 
 
 def generate_in_batches(stages: StageRunner, cfg, work: Path, cache_path: Path, progress: bool) -> dict:
@@ -153,6 +168,7 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
 
     db_path = run_dir / "warehouse.duckdb"
     ingested = stages.run("ingest", ingest_files, kind, files, db_path, run_dir / "work", cfg.stage.duckdb_memory_limit,
+                          read_files_side_by_side(stages, kind, files, run_dir / "work" / "raw_parts"),
                           outputs=("db_path",), ignore=("work_dir", "memory_limit"), uses_sql=True)
     update_stats(run_dir, "ingest", {"rows": ingested.rows, "malformed": ingested.malformed,
                                      "files": ingested.per_file})

@@ -70,6 +70,31 @@ def _read(kind: str, path: Path, con: duckdb.DuckDBPyConnection) -> SourceResult
     raise InputError(f"source.kind {kind} has no file reader")
 
 
+@dataclass(frozen=True)
+class SourcePart:
+    """One source file read into the raw contract on its own (a parquet part), for the fan-out of
+    ingest over files: parts are read side by side, then loaded in file order."""
+
+    source: Path
+    part_path: Path | None  # None: read straight into the run's database
+    rows_in: int
+    loaded: int
+    quarantine: list[dict] = field(default_factory=list)
+
+
+def read_source_part(kind: str, path: Path, out_path: Path) -> SourcePart:
+    """Read one nmea / dma_csv / parquet file into raw rows (source_row from 1) as a parquet part."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect() as con:
+        create_raw_table(con)
+        result = _read(kind, Path(path), con)
+        pending = out_path.with_name(out_path.name + ".tmp")
+        con.execute("copy (select * from raw_ais order by source_row) to $p (format parquet)", {"p": str(pending)})
+    pending.replace(out_path)
+    return SourcePart(Path(path), out_path, result.rows_in, result.loaded, list(result.quarantine))
+
+
 def type_rows(con: duckdb.DuckDBPyConnection) -> int:
     """raw_ais -> typed_ais (sql/stg_typed.sql), one row per raw row; typed_ais's rowid + 1 is
     source_row. With a memory limit (tasks.sqlfiles.connect, the pipeline's way) DuckDB loads in
@@ -80,13 +105,14 @@ def type_rows(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def ingest_files(
-    kind: str, files: list[Path], db_path: Path, work_dir: Path | None = None, memory_limit: str | None = None
+    kind: str, files: list[Path], db_path: Path, work_dir: Path | None = None, memory_limit: str | None = None,
+    parts: list[SourcePart] | None = None,
 ) -> IngestResult:
     """Read every file into table typed_ais (sql/stg_typed.sql: typed values, row rules, raw text
     of failing rows). The raw contract stays queryable as raw_ais: a view over the files for NOAA
     CSV (read in place, in parallel, never copied), a table for the other sources. What cannot be
     read at all goes to table ingest_rejects (quarantine format), which staging adds to the run's
-    quarantine."""
+    quarantine. parts: the files already read one by one (read_source_part, the flow's fan-out)."""
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(work_dir or db_path.parent / "work")
@@ -110,10 +136,18 @@ def ingest_files(
                 per_file[str(path)] = {"rows_in": loaded + bad, "loaded": loaded, "quarantined": bad}
         else:
             create_raw_table(con)
-            for path in files:
-                result = _read(kind, path, con)
-                rejects.extend(result.quarantine)
-                per_file[str(path)] = {"rows_in": result.rows_in, "loaded": result.loaded, "quarantined": len(result.quarantine)}
+            if parts is None:  # read here, one file after another
+                parts = []
+                for path in files:
+                    result = _read(kind, path, con)
+                    parts.append(SourcePart(path, None, result.rows_in, result.loaded, list(result.quarantine)))
+            else:  # read already (read_source_part, side by side): append in file order, source_row continuing
+                for part in parts:
+                    con.execute("insert into raw_ais select * replace (source_row + (select coalesce(max(source_row), 0) "
+                                "from raw_ais) as source_row) from read_parquet($p)", {"p": str(part.part_path)})
+            for part in parts:
+                rejects.extend(part.quarantine)
+                per_file[str(part.source)] = {"rows_in": part.rows_in, "loaded": part.loaded, "quarantined": len(part.quarantine)}
             type_rows(con)
         frame = pd.DataFrame(rejects, columns=list(QUARANTINE_COLUMNS)).astype("string")
         con.register("_rejects", frame)

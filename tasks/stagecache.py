@@ -302,7 +302,7 @@ class StageRunner:
 
     def run(self, name: str, fn: Callable[..., Any], *args: Any, outputs: tuple[str, ...] = (),
             updates: tuple[str, ...] = (), ignore: tuple[str, ...] = (), uses_sql: bool = False,
-            complete: Callable[[Any], bool] = lambda value: True, **kwargs: Any) -> Any:
+            complete: Callable[[Any], bool] = lambda value: True, submitted: Any = None, **kwargs: Any) -> Any:
         """fn(*args, **kwargs) as the Prefect task `name`, or its result from an earlier run whose key matches.
 
         outputs: the arguments naming files/folders the stage writes (inside the run folder);
@@ -325,8 +325,11 @@ class StageRunner:
         _log().info("%s%s ...", step, name)
         started = time.monotonic()
         for refresh in (False, True):
-            staged = self._task(fn, policy, complete, refresh)
-            state = staged(*args, return_state=True, **kwargs)
+            if submitted is not None and not refresh:
+                submitted.wait()
+                state = submitted.state
+            else:
+                state = self._task(fn, policy, complete, refresh)(*args, return_state=True, **kwargs)
             output: StageOutput = state.result()
             reused = output.flow_run_id != flow_run_id or state.name == "Cached"
             if not reused:
@@ -348,6 +351,18 @@ class StageRunner:
         self.records[name] = StageRecord(False, key, None, note, len(output.files))
         _log().info("%s%s: done in %.1f s%s", step, name, time.monotonic() - started, f" ({note})" if note else "")
         return output.value
+
+    def submit(self, name: str, fn: Callable[..., Any], *args: Any, outputs: tuple[str, ...] = (),
+               updates: tuple[str, ...] = (), ignore: tuple[str, ...] = (), uses_sql: bool = False,
+               complete: Callable[[Any], bool] = lambda value: True, **kwargs: Any) -> Callable[[], Any]:
+        """Like run, but through the flow's task runner (threads by default; Dask or Ray processes or
+        machines when the flow is given such a runner): returns a function that waits for the stage
+        and returns what run would. For independent stages (no updates of shared files)."""
+        policy = StageInputs(stage=name, run_dir=str(self.run_dir), outputs=outputs, updates=updates, ignore=ignore,
+                             uses_sql=uses_sql)
+        future = self._task(fn, policy, complete, False).submit(*args, **kwargs)
+        return lambda: self.run(name, fn, *args, outputs=outputs, updates=updates, ignore=ignore, uses_sql=uses_sql,
+                                complete=complete, submitted=future, **kwargs)
 
     def group(self, name: str, members: list[str]) -> StageRecord:
         """One record for a stage that ran as several tasks (e.g. generation batches): reused when all were."""
