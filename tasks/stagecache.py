@@ -29,7 +29,7 @@ import hashlib
 import json
 import logging
 import os
-import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -212,12 +212,20 @@ class BlobStore:
         return self.root / digest[:2] / digest
 
     def put(self, source: Path) -> str:
-        digest = file_digest(source)
+        """Store a copy of source; returns its digest, computed from the bytes copied (never a memo)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        pending = self.root / f".put.{os.getpid()}.{threading.get_ident()}"
+        h = _hasher()
+        with open(source, "rb") as src, open(pending, "wb") as dst:
+            while chunk := src.read(CHUNK):
+                h.update(chunk)
+                dst.write(chunk)
+        digest = h.hexdigest()
         target = self.path(digest)
-        if not target.exists():
+        if target.exists():
+            pending.unlink()
+        else:
             target.parent.mkdir(parents=True, exist_ok=True)
-            pending = target.with_name(f".{digest}.{os.getpid()}")
-            shutil.copyfile(source, pending)
             os.replace(pending, target)
         return digest
 
@@ -229,7 +237,7 @@ class BlobStore:
         if not source.is_file():
             raise _BlobMissing(f"blob {source} is missing")
         target.parent.mkdir(parents=True, exist_ok=True)
-        pending = target.with_name(f".{target.name}.writing.{os.getpid()}")
+        pending = target.with_name(f".{target.name}.writing.{os.getpid()}.{threading.get_ident()}")
         h = _hasher()
         with open(source, "rb") as src, open(pending, "wb") as dst:
             while chunk := src.read(CHUNK):
