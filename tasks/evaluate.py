@@ -20,6 +20,9 @@ applies to):
 - correctly_refused: unanswerable items: the answer says the data is insufficient;
 - false_refusal: answerable items: the answer refuses anyway (a student that refuses everything
   scores 1 on correctly_refused, and this shows it).
+- citation_match (document items whose reference answer cites a section): 1 when the answer
+  cites every section `[source: <file> §<id>]` the reference cites. Scored here from lm-eval's
+  logged generations, beside lm-eval's own metrics.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TASK_NAME = "tidewright_ais"
 METRICS = ("exact_match", "token_f1", "numeric_match", "correctly_refused", "false_refusal")
+# scored from the logged generations, for the items that have them (document citations)
+CITATION_METRIC = "citation_match"
 # lower is better for these; every other metric: higher is better
 LOWER_IS_BETTER = ("false_refusal",)
 # Per-item keys carried into the task JSONL so scores can be broken down later.
@@ -290,6 +295,7 @@ def write_lm_eval_task(
                 "question": messages[-2]["content"].rsplit("Question:", 1)[-1].strip(),
                 "answer": messages[-1]["content"],
                 "expected": expected_values(original, vcfg),
+                "citations": cited_sections(messages[-1]["content"]),
                 **{key: original.get(key) for key in BREAKDOWN_KEYS},
             }
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -318,6 +324,21 @@ def write_lm_eval_task(
     return task_dir
 
 
+def cited_sections(text: str) -> list[list[str]]:
+    """[file, section id] of every `[source: <file> §<id>]` citation in text."""
+    from tasks.documents.grounding import CITATION_RE
+
+    return [[m["file"].strip(), m["section"].strip()] for m in CITATION_RE.finditer(text)]
+
+
+def citation_match(prediction: str, expected: list[list[str]] | None) -> float | None:
+    """1.0 when the prediction cites every section the reference cites; None when it cites none."""
+    if not expected:
+        return None
+    cited = {tuple(c) for c in cited_sections(prediction)}
+    return float(all(tuple(c) in cited for c in expected))
+
+
 def _mean(values: list[float | None]) -> float | None:
     defined = [v for v in values if v is not None]
     return sum(defined) / len(defined) if defined else None
@@ -328,6 +349,9 @@ def scores(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {metric: _mean([row[metric] for row in rows]) for metric in METRICS}
     out["n"] = len(rows)
     out["n_scored"] = {metric: sum(row[metric] is not None for row in rows) for metric in METRICS}
+    if any(row.get(CITATION_METRIC) is not None for row in rows):
+        out[CITATION_METRIC] = _mean([row.get(CITATION_METRIC) for row in rows])
+        out["n_scored"][CITATION_METRIC] = sum(row.get(CITATION_METRIC) is not None for row in rows)
     return out
 
 
@@ -443,6 +467,8 @@ def run_lm_eval(
                 **{metric: None if sample[metric] is None else float(sample[metric]) for metric in METRICS},
             }
         )
+        if doc.get("citations"):
+            rows[-1][CITATION_METRIC] = citation_match(rows[-1]["prediction"], doc["citations"])
     summary = summarize(rows) | {"seconds": round(seconds, 3), "generated_chars": sum(len(r["prediction"]) for r in rows)}
     # lm-eval's own aggregate must agree with the per-item rows written below (-1: no item applies).
     reported = output["results"][lm_task]
@@ -472,7 +498,8 @@ def predictions_path(out_path: Path) -> Path:
 
 
 def delta(tuned: dict[str, Any], base: dict[str, Any]) -> dict[str, float | None]:
-    return {m: None if tuned[m] is None or base[m] is None else tuned[m] - base[m] for m in METRICS}
+    metrics = list(METRICS) + ([CITATION_METRIC] if CITATION_METRIC in base and CITATION_METRIC in tuned else [])
+    return {m: None if tuned[m] is None or base[m] is None else tuned[m] - base[m] for m in metrics}
 
 
 def prepare_task(cfg: EvaluateConfig, base_model: str, eval_jsonl: Path, eval_dir: Path, validate_cfg: ValidateConfig) -> Path:
@@ -516,7 +543,7 @@ def compare_models(
     results: dict[str, Any] = {
         "task": DEFAULT_TASK_NAME,
         "limit": cfg.limit,
-        "metrics": list(METRICS),
+        "metrics": list(METRICS) + ([CITATION_METRIC] if CITATION_METRIC in base_scores else []),
         "base": base_scores,
         "tuned": tuned,
         "delta": delta(tuned, base_scores),

@@ -151,9 +151,11 @@ def judge_examples(
     spec = runtime.teachers[0]
     _check_columns(examples, Path(in_path))
 
+    from tasks.documents.teacher import document_judge_messages
     from tasks.llm.runner import WorkItem, run_items
 
-    items = [WorkItem(ex["id"], spec.name, judge_messages(ex), 1, ex["category"],
+    items = [WorkItem(ex["id"], spec.name,
+                      document_judge_messages(ex) if ex.get("domain") == "documents" else judge_messages(ex), 1, ex["category"],
                       parse=parse_judgement, reask=judge_reask_message) for ex in examples]
     summary = run_items(items, runtime, Path(cache_path), Path(ledger_path), progress=progress)
     results = {r.item_id: r for r in summary.results}

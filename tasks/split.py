@@ -3,7 +3,9 @@ scores a vessel the student saw in training. Area questions (traffic in a cell, 
 are about no single vessel: each area fact is its own unit (`split_key` "area:<source hash>").
 A unit already published keeps its side in every later version of the dataset.
 With `split.time_cut` the split is by time window too: eval questions are about windows from the
-cut on, train questions about windows that end by it."""
+cut on, train questions about windows that end by it.
+Documents split by section (`split_key` "doc:<file>#<section id>", or "doc:<file>" with
+documents.split_by: document): every example that relies on one section is on one side."""
 
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ def split_key(example: dict[str, Any]) -> str:
     return str(example.get("split_key") or example["mmsi"])
 
 
+def _is_unit(key: str) -> bool:
+    """Keys both sides must have: vessels (MMSI) and document sections or files ("doc:...")."""
+    return key.isdigit() or key.startswith("doc:")
+
+
 def _position(key: str, seed: int) -> float:
     """A vessel's fixed place in [0, 1): the same in every run, whatever other vessels appear."""
     return int(hashlib.sha256(f"{seed}|{key}".encode()).hexdigest()[:12], 16) / 16**12
@@ -32,11 +39,16 @@ def assign_splits(examples: list[dict[str, Any]], cfg: SplitConfig, fixed: dict[
     vessel nearest the cut moves, so both splits hold a vessel."""
     fixed = dict(fixed or {})
     keys = {split_key(e) for e in examples} | set(fixed)
-    new_vessels = sorted((k for k in keys if k.isdigit() and k not in fixed), key=lambda m: _position(m, cfg.seed))
+    new_vessels = sorted((k for k in keys if _is_unit(k) and k not in fixed), key=lambda m: _position(m, cfg.seed))
     # area facts follow their hash alone; the at-least-one-each rule below is about vessels
     out = {k: ("eval" if _position(k, cfg.seed) < cfg.eval_share else "train") for k in keys if k not in fixed}
     out.update(fixed)
-    vessels = [k for k in keys if k.isdigit()]
+    vessels = [k for k in keys if _is_unit(k)]
+    if any(k.startswith("doc:") for k in vessels) and len(vessels) < 2:
+        raise InputError(
+            f"the dataset covers {len(vessels)} document section(s); a split by section needs at least 2 "
+            "(add documents, or set documents.split_by: section)"
+        )
     if len(vessels) < 2:
         raise InputError(
             f"the dataset covers {len(vessels)} vessel(s); a split by MMSI needs at least 2 "
