@@ -49,9 +49,12 @@ def write_quarantine(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def replace_dir(new: Path, target: Path) -> None:
-    """Swap a freshly written folder in place of target (readers see the old or the new one)."""
+    """Swap a freshly written folder in place of target (readers see the old or the new one, except
+    for the instant between the two renames: a kill there leaves target.old, put back here first)."""
+    old = target.with_name(target.name + ".old")
+    if not target.exists() and old.exists():
+        os.replace(old, target)
     if target.exists():
-        old = target.with_name(target.name + ".old")
         if old.exists():
             shutil.rmtree(old)
         os.replace(target, old)

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from prefect import task
 
 from tasks.artifacts import quarantine_row, read_jsonl, write_jsonl, write_quarantine
 from tasks.config import DedupConfig
+from tasks.llm.cache import connect_cache
 
 # grounding entries that say what is asked, besides the required values
 KEY_NAMES = ("window_start", "window_end", "asked_mmsi", "asked_day", "asked_port")
@@ -65,8 +65,7 @@ class EmbeddingCache:
         self.model_id = model_id
         self.db = None
         if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(str(path), timeout=60)
+            self.db = connect_cache(Path(path), "embedding", timeout=60)
             self.db.execute("create table if not exists embeddings (key text primary key, vector blob)")
 
     def _key(self, text: str) -> str:

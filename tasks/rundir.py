@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from tasks.config import PipelineConfig
-from tasks.errors import InputError
+from tasks.errors import InputError, storage_error
 
 
 def new_run_id(domain: str) -> str:
@@ -28,19 +28,74 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+# present in a run folder from its start until the refresh finished: the run id can be started again
+RUNNING_MARKER = ".running"
+
+
+def kept_on_resume(path: Path) -> bool:
+    """What an interrupted run keeps when it starts again: its teacher and judge ledgers (append-only
+    records of what was paid for; the caches hold the answers themselves)."""
+    return path.is_file() and path.name.endswith("ledger.jsonl")
+
+
+def run_folder_problem(cfg: PipelineConfig, run_dir: Path) -> str | None:
+    """Why run_dir cannot hold this run (None: it is new, empty, or an interrupted run of the same config)."""
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return None
+    if not (run_dir / RUNNING_MARKER).exists():
+        return f"run folder {run_dir} already exists; pick another --run-id or delete that folder"
+    saved = run_dir / "config.yaml"
+    if saved.exists() and yaml.safe_load(saved.read_text()) != cfg.model_dump(mode="json", by_alias=True):
+        return (f"run folder {run_dir} holds an interrupted run with another config; start it again with its own "
+                f"config ({saved}), or pick another --run-id")
+    for manifest in run_dir.parent.glob("*/dataset/manifest.json"):
+        parent = (json.loads(manifest.read_text()).get("version") or {}).get("parent")
+        if parent == run_dir.name and not manifest.parent.parent.is_symlink():
+            return (f"run folder {run_dir} holds an interrupted run whose dataset version run "
+                    f"{manifest.parent.parent.name} already builds on; pick another --run-id")
+    return None
+
+
 def create_run_dir(cfg: PipelineConfig, run_id: str | None = None) -> Path:
-    """A new, empty run folder. An existing one is refused: its old scores would mix with new data."""
+    """A new, empty run folder. An existing one is refused (its old scores would mix with new data),
+    unless it holds an interrupted run of the same config: that one starts again in the same folder,
+    its finished stages coming back from the stage cache and its answered calls from the teacher cache."""
     runs_dir = Path(cfg.run.runs_dir)
     run_id = check_run_id(run_id or cfg.run.run_id or new_run_id(cfg.run.domain))
     run_dir = runs_dir / run_id
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise InputError(f"run folder {run_dir} already exists; pick another --run-id or delete that folder")
+    if problem := run_folder_problem(cfg, run_dir):
+        raise InputError(problem)
     try:
+        if run_dir.exists():
+            for entry in run_dir.iterdir():
+                _clear(entry)
         run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUNNING_MARKER).touch()
+        config = run_dir / "config.yaml"
+        config.with_name("config.yaml.tmp").write_text(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
+        config.with_name("config.yaml.tmp").replace(config)
     except OSError as exc:
-        raise InputError(f"cannot create run folder {run_dir} ({exc.strerror}); set run.runs_dir to a writable folder") from None
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
+        raise storage_error(exc, run_dir) or InputError(
+            f"cannot create run folder {run_dir} ({exc.strerror}); set run.runs_dir to a writable folder") from None
     return run_dir
+
+
+def _clear(entry: Path) -> None:
+    """Remove what an interrupted attempt left under entry, except its ledgers (kept_on_resume)."""
+    if kept_on_resume(entry) or entry.name == RUNNING_MARKER:
+        return
+    if entry.is_dir() and not entry.is_symlink():
+        for child in entry.iterdir():
+            _clear(child)
+        if not any(entry.iterdir()):
+            entry.rmdir()
+    else:
+        entry.unlink()
+
+
+def finish_run(run_dir: Path) -> None:
+    """Mark the refresh in run_dir finished: its run id can no longer be started again."""
+    (Path(run_dir) / RUNNING_MARKER).unlink(missing_ok=True)
 
 
 def point_latest(run_dir: Path) -> Path:
@@ -56,7 +111,12 @@ def point_latest(run_dir: Path) -> Path:
 
 
 def resolve_run_dir(run_dir: str | Path | None, cfg: PipelineConfig) -> Path:
-    path = Path(run_dir) if run_dir else Path(cfg.run.runs_dir) / "latest"
+    """run_dir, else the run of the newest published version of this config's dataset line (several
+    domains share runs/: runs/latest is only whichever refresh finished last), else runs/latest."""
+    from tasks.versions import latest_version, lineage_of
+
+    newest = None if run_dir else latest_version(cfg.run.runs_dir, lineage_of(cfg))
+    path = Path(run_dir) if run_dir else newest.parent if newest is not None else Path(cfg.run.runs_dir) / "latest"
     if not (path / "dataset" / "train.jsonl").is_file():
         raise InputError(f"{path} holds no published dataset (dataset/train.jsonl); run the refresh flow first (make run)")
     return path.resolve()

@@ -44,7 +44,7 @@ from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
-from tasks.errors import TidewrightError
+from tasks.errors import TidewrightError, storage_faults
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 SQL_DIR = PACKAGE_ROOT.parent / "sql"
@@ -283,21 +283,24 @@ class StageRunner:
         self.reuse = reuse
         self.blobs = BlobStore(self.cache_dir / "blobs")
         self.records: dict[str, StageRecord] = {}
+        self._ran: set[str] = set()  # stages whose own code started (a failure before it is the cache's)
 
     def _task(self, fn: Callable[..., Any], policy: StageInputs, complete: Callable[[Any], bool], refresh: bool):
-        run_dir, blobs, outputs = self.run_dir, self.blobs, policy.outputs
+        run_dir, blobs, outputs, ran = self.run_dir, self.blobs, policy.outputs, self._ran
 
         @wraps(fn)
         def body(*args: Any, **kwargs: Any) -> StageOutput:
-            value = fn(*args, **kwargs)
-            bound = _bind(fn, args, kwargs)
-            files: dict[str, str] = {}
-            for arg in outputs:
-                target = bound.get(arg)
-                if target is None or not Path(target).exists() or not _inside(target, run_dir):
-                    continue
-                for f in _files_under(Path(target)):
-                    files[f.resolve().relative_to(run_dir.resolve()).as_posix()] = blobs.put(f)
+            ran.add(policy.stage)
+            with storage_faults(run_dir):
+                value = fn(*args, **kwargs)
+                bound = _bind(fn, args, kwargs)
+                files: dict[str, str] = {}
+                for arg in outputs:
+                    target = bound.get(arg)
+                    if target is None or not Path(target).exists() or not _inside(target, run_dir):
+                        continue
+                    for f in _files_under(Path(target)):
+                        files[f.resolve().relative_to(run_dir.resolve()).as_posix()] = blobs.put(f)
             task_context = TaskRunContext.get()
             flow_run_id = task_context.task_run.flow_run_id if task_context else None
             return StageOutput(value, files, str(run_dir), str(flow_run_id) if flow_run_id else None,
@@ -332,13 +335,24 @@ class StageRunner:
         step = f"[{self.plan.index(name) + 1}/{len(self.plan)}] " if name in self.plan else ""
         _log().info("%s%s ...", step, name)
         started = time.monotonic()
+        if submitted is None:
+            self._ran.discard(name)
         for refresh in (False, True):
-            if submitted is not None and not refresh:
-                submitted.wait()
-                state = submitted.state
-            else:
-                state = self._task(fn, policy, complete, refresh)(*args, return_state=True, **kwargs)
-            output: StageOutput = state.result()
+            try:
+                with storage_faults(self.cache_dir):  # the cache folder, and Prefect persisting the result
+                    if submitted is not None and not refresh:
+                        submitted.wait()
+                        state = submitted.state
+                    else:
+                        state = self._task(fn, policy, complete, refresh)(*args, return_state=True, **kwargs)
+                    output: StageOutput = state.result()
+            except Exception as exc:
+                # failed before the stage's code started: Prefect could not read the cached result
+                # (a damaged file under stage_cache/); running the stage again rewrites the entry
+                if refresh or name in self._ran or isinstance(exc, TidewrightError):
+                    raise
+                note = f"its cached result could not be read ({type(exc).__name__}: {exc}); ran again"
+                continue
             reused = output.flow_run_id != flow_run_id or state.name == "Cached"
             if not reused:
                 break
@@ -346,8 +360,9 @@ class StageRunner:
                 note = "the earlier result was incomplete; ran again"
                 continue
             try:
-                for rel, digest in output.files.items():
-                    self.blobs.restore(digest, self.run_dir / rel)
+                with storage_faults(self.run_dir):
+                    for rel, digest in output.files.items():
+                        self.blobs.restore(digest, self.run_dir / rel)
             except _BlobMissing as exc:
                 note = f"{exc}; ran again"
                 continue
@@ -368,7 +383,9 @@ class StageRunner:
         and returns what run would. For independent stages (no updates of shared files)."""
         policy = StageInputs(stage=name, run_dir=str(self.run_dir), outputs=outputs, updates=updates, ignore=ignore,
                              uses_sql=uses_sql)
-        future = self._task(fn, policy, complete, False).submit(*args, **kwargs)
+        self._ran.discard(name)
+        with storage_faults(self.cache_dir):
+            future = self._task(fn, policy, complete, False).submit(*args, **kwargs)
         return lambda: self.run(name, fn, *args, outputs=outputs, updates=updates, ignore=ignore, uses_sql=uses_sql,
                                 complete=complete, submitted=future, **kwargs)
 

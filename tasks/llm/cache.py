@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from tasks.errors import storage_error, storage_faults
+
+log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # bump when the key recipe changes, so old entries are not misread
 
@@ -45,6 +51,34 @@ def cache_key(kind: str, model: str, messages: list[dict], params: dict[str, Any
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def connect_cache(path: Path, what: str, **connect_args: Any) -> sqlite3.Connection:
+    """A connection to the SQLite cache file at path (made if missing). A damaged file (not a
+    database, or failing SQLite's quick_check) is moved aside to `<name>.damaged-<UTC time>` with a
+    warning and an empty cache takes its place: a cache only saves work, so losing it must not stop
+    a run (the teacher's budget still caps what asking again costs). A disk that refuses the file is
+    a one-line StorageError."""
+    path = Path(path)
+    with storage_faults(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, **connect_args)
+        try:
+            verdict = db.execute("pragma quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            if storage_error(exc, path) is not None:
+                raise
+            verdict = str(exc)
+        if verdict == "ok":
+            return db
+        db.close()
+        aside = path.with_name(f"{path.name}.damaged-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+        os.replace(path, aside)
+        for suffix in ("-wal", "-shm", "-journal"):  # they belong to the damaged file
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        log.warning("%s cache %s was damaged (%s): moved to %s; starting an empty cache, so what it held is "
+                    "computed (or asked and paid for) again", what, path, verdict, aside)
+        return sqlite3.connect(path, **connect_args)
+
+
 @dataclass(frozen=True)
 class CachedResponse:
     text: str
@@ -60,9 +94,8 @@ class ResponseCache:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # autocommit (isolation_level=None): each INSERT commits alone, which is "one commit per put"
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        self._db = connect_cache(self.path, "teacher response", isolation_level=None, check_same_thread=False, timeout=30.0)
         self._db.execute("pragma journal_mode=wal")
         self._db.execute("pragma synchronous=normal")
         self._db.execute(_SCHEMA)
