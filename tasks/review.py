@@ -209,6 +209,16 @@ def stratified_sample(frame: pd.DataFrame, cfg: ReviewConfig) -> tuple[list[int]
     return sorted(picked, key=lambda i: (str(frame.at[i, "category"]), ids[i])), strata, len(pool)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (a vessel name "=HYPERLINK(...)") gets a
+    leading apostrophe. Only display columns are affected: an import reads id, decision, reason,
+    edited_answer and reviewer, which the export leaves empty or plain."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def export_review_sample(dataset_dir: Path, cfg: ReviewConfig, out_dir: Path) -> dict[str, Any]:
     """A stratified sample of the examples not yet reviewed: review_sample.jsonl, review_sample.csv
     and README.md (instructions) in out_dir."""
@@ -247,7 +257,7 @@ def export_review_sample(dataset_dir: Path, cfg: ReviewConfig, out_dir: Path) ->
     with open(tmp, "w", newline="", encoding="utf-8-sig") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS))
         writer.writeheader()
-        writer.writerows(csv_rows)
+        writer.writerows([{k: spreadsheet_safe(v) for k, v in row.items()} for row in csv_rows])
     tmp.replace(out_dir / SAMPLE_CSV)
     tmp = out_dir / "README.md.tmp"
     tmp.write_text(reviewer_readme(dataset_dir, len(sample)))

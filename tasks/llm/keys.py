@@ -4,6 +4,7 @@ config itself). Light on purpose: evaluation checks a key without loading the te
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from tasks.config import TeacherSpec
 from tasks.errors import ConfigError
@@ -27,3 +28,18 @@ def api_key(spec: TeacherSpec, unless: str = "set teacher api_key_env to the var
             f"not set; export {env}=<key> (or {unless})"
         )
     return value
+
+
+def check_api_keys(cfg: Any, generation: bool = True, evaluation: bool = False) -> None:
+    """Every key variable the run's API models read is set, before any work: a teacher or judge
+    without its key would otherwise fail after ingest, facts and seeds (a scored teacher after
+    training). generation: the teachers and the judge; evaluation: the teacher scored beside the student."""
+    specs = []
+    if generation:
+        specs += [t for t in cfg.teacher.teachers if t.kind != "template"]
+        if cfg.judge.enabled:
+            specs.append(cfg.judge.llm)
+    if evaluation and cfg.eval_teacher() is not None:
+        specs.append(cfg.eval_teacher())
+    for spec in specs:
+        api_key(spec)

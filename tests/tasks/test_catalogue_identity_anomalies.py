@@ -224,7 +224,7 @@ def test_identity_values_are_derivable_from_the_rendered_context(candidates):
 
 def test_dialogues_and_unanswerable_questions_from_these_categories_pass_the_gate(run, tmp_path):
     staged, facts, _ = run
-    shares = {c: (1.0 if c in CATEGORIES else 0.0) for c in
+    shares = {c: (1.0 / len(CATEGORIES) if c in CATEGORIES else 0.0) for c in
               ("identity", "movement", "port_activity", "traffic", "anomalies", "safety")}
     cfg = GenerateConfig(max_seeds=60, category_shares=shares, multi_turn_share=0.3, unanswerable_share=0.15)
     build_seeds(staged.positions_path, facts.paths, facts.params, facts.digests, None, cfg, tmp_path / "seeds.jsonl")

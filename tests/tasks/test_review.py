@@ -334,3 +334,25 @@ def test_a_rejection_stays_rejected_in_later_versions_and_only_the_newest_versio
     other = next(r["id"] for r in sample[1:])
     with pytest.raises(InputError, match=r"not the newest version of dataset line ais.*--run-dir .*r2"):
         import_review(v1, write_csv(tmp_path / "d2.csv", fill(sample, {other: ("accept", "", "")})), ReviewConfig())
+
+
+def test_a_cell_that_would_run_as_a_formula_stays_text_in_the_spreadsheet_and_the_round_trip_works(tmp_path):
+    run_dir = tmp_path / "run"
+    rows = [example(movement_seed(mmsi=366000000 + i, hour=i % 20)) for i in range(12)]
+    formula = '=HYPERLINK("http://evil.example","click")'
+    for i, r in enumerate(rows):
+        r["id"] = f"ex{i:03d}"
+        r["messages"][-1]["content"] = formula + " " + r["messages"][-1]["content"]
+    write_jsonl(rows, run_dir / "work" / "deduped.jsonl")
+    publish_dataset(run_dir / "work" / "deduped.jsonl", [], SplitConfig(eval_share=0.3), run_dir / "dataset")
+    cfg = ReviewConfig(share=1.0, strata=["category"])
+    export_review_sample(run_dir / "dataset", cfg, run_dir / "review")
+    exported = read_csv(run_dir / "review" / "review_sample.csv")
+    assert exported and all(r["answer"].startswith("'" + formula) for r in exported)
+    assert not any(v.startswith(("=", "+", "-", "@")) for r in exported for v in r.values())
+    # the JSONL sample keeps the text as it is
+    assert all(r["answers"][-1].startswith(formula) for r in jsonl(run_dir / "review" / "review_sample.jsonl"))
+    for r in exported:
+        r["decision"] = "accept"
+    stats = import_review(run_dir / "dataset", write_csv(tmp_path / "d.csv", exported), cfg)
+    assert stats["accepted"] == len(exported)
