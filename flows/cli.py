@@ -60,10 +60,12 @@ def preflight(command: str, config: str, overrides: dict[str, Any], run_dir: str
     """Fail fast with a one-line message for the mistakes a user makes most."""
     from tasks.config import load_config
     from tasks.ingest import check_noaa_csv, source_files
+    from tasks.llm.keys import check_api_keys
     from tasks.ports import load_ports
-    from tasks.rundir import check_run_id, resolve_run_dir
+    from tasks.rundir import check_run_id, resolve_run_dir, run_folder_problem
 
     cfg = load_config(config, overrides)
+    check_api_keys(cfg, generation=command in ("run", "refresh"), evaluation=command in ("run", "train-eval"))
     if command in ("run", "refresh"):
         load_ports(cfg.ports.path)
         if cfg.source.kind in ("noaa_csv", "dma_csv", "nmea", "parquet"):
@@ -79,9 +81,8 @@ def preflight(command: str, config: str, overrides: dict[str, Any], run_dir: str
         chosen = run_id or cfg.run.run_id
         if chosen:
             check_run_id(chosen)
-            existing = Path(cfg.run.runs_dir) / chosen
-            if existing.exists() and any(existing.iterdir()):
-                raise TidewrightError(f"run folder {existing} already exists; pick another --run-id or delete that folder")
+            if problem := run_folder_problem(cfg, Path(cfg.run.runs_dir) / chosen):  # an interrupted run may restart
+                raise TidewrightError(problem)
         if cfg.judge.enabled:
             from tasks.judge import judge_runtime_config
 
@@ -143,7 +144,9 @@ def summary(run_dir: Path) -> str:
     if results.exists():
         res = json.loads(results.read_text())
         sides = [side for side in ("base", "tuned", "teacher") if side in res]
-        for metric in ("exact_match", "token_f1", "numeric_match", "correctly_refused"):
+        for metric in ("exact_match", "token_f1", "numeric_match", "correctly_refused", "citation_match"):
+            if not any(metric in res[side] for side in sides):  # citation_match: documents only
+                continue
             lines.append(f"  lm-eval {metric}: " + ", ".join(f"{side} {_num(res[side].get(metric))}" for side in sides))
         cost = res.get("cost")
         if cost:

@@ -1,5 +1,6 @@
 """Refresh flow: source -> ingest -> stage -> facts -> seeds -> teacher -> validate -> dedup -> balance
--> publish (a new version of the dataset line) -> review sample -> report."""
+-> publish (a new version of the dataset line) -> review sample -> report. Documents (source.kind
+documents): chunk -> document seeds, then the same stages from the teacher on."""
 
 from __future__ import annotations
 
@@ -15,9 +16,13 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from tasks.balance import balance_examples
 from tasks.config import PipelineOverrides, load_config, overrides_dict
 from tasks.dedup import dedup_examples
+from tasks.documents.chunk import chunk_task
+from tasks.documents.corpus import write_example_corpus
+from tasks.documents.seeds import build_document_seeds
 from tasks.facts import compute_facts
 from tasks.fanout import SeedBatch, merge_batch_files, merge_generation_stats, run_batches, teacher_batches
 from tasks.errors import InputError, TeacherError
+from tasks.llm.keys import check_api_keys
 from tasks.llm.ledger import read_ledger, summarize
 from tasks.ingest import SourcePart, ingest_files, read_source_part, source_files
 from tasks.judge import judge_examples
@@ -26,19 +31,20 @@ from tasks.ports import load_ports
 from tasks.publish import publish_task
 from tasks.report import gate_steps, write_report
 from tasks.review import export_review_task
-from tasks.rundir import create_run_dir, point_latest, update_stats
+from tasks.rundir import create_run_dir, finish_run, point_latest, update_stats
 from tasks.stagecache import StageRunner
 from tasks.seeds import build_seeds
 from tasks.simulate import simulate
 from tasks.stage import stage_positions
 from tasks.teacher import generate_examples
 from tasks.validate import validate_examples
-from tasks.versions import dedup_reference, latest_version, lineage_of
+from tasks.versions import dedup_reference, hold_dataset_line, latest_version, lineage_of, release_dataset_line
 
 DEFAULT_CONFIG = "pipeline_configs/maritime_ais.yaml"
 # the stages reused across runs, in order (tasks/stagecache.py); publish and the review sample always run
 REFRESH_STAGES = ["simulate-ais", "ingest", "stage-positions", "compute-facts", "build-seed-questions",
                   "generate-examples", "validate-examples", "known", "judge", "dedup-semantic", "balance"]
+DOCUMENT_STAGES = ["build-document-seeds", *REFRESH_STAGES[REFRESH_STAGES.index("generate-examples"):]]
 
 
 def stored_days(store_dir: Path) -> set:
@@ -141,18 +147,10 @@ def report_artifact(report: Path, key: str, what: str) -> None:
                              description=f"tidewright run {run_dir.name}: {what}; plots in {run_dir / 'plots'}")
 
 
-@flow(name="refresh")
-def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = None, run_id: str | None = None) -> str:
-    """Build and publish a verified dataset into runs/<run-id>/dataset; returns the run folder."""
-    log = get_run_logger()
-    cfg = load_config(config, overrides)
-    run_dir = create_run_dir(cfg, run_id)
-    log.info("run folder %s", run_dir)
+def ais_seeds(cfg, run_dir: Path, stages: StageRunner, log) -> tuple[str, dict, list[Path]]:
+    """The AIS source: simulate or read -> ingest -> stage -> facts -> seed questions. Returns the
+    source label, the seed stats and the source's quarantine files."""
     ports_path = cfg.ports.path
-    stages = StageRunner(run_dir, Path(cfg.run.runs_dir) / "stage_cache", reuse=cfg.run.reuse_stages,
-                         plan=REFRESH_STAGES[cfg.source.kind != "simulator":])
-    interactive = sys.stderr.isatty()  # progress bars for the long stages when a person watches
-
     kind = cfg.source.kind
     if kind == "simulator":
         sim = stages.run("simulate-ais", simulate, cfg.simulate, load_ports(ports_path), run_dir / "source",
@@ -164,7 +162,6 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
         kind = "noaa_csv"
     else:
         files, source_label = source_files(kind, Path(cfg.source.path)), f"{kind} {cfg.source.path}"
-    update_stats(run_dir, "run", {"config": config, "overrides": overrides_dict(overrides), "source": source_label})
 
     db_path = run_dir / "warehouse.duckdb"
     ingested = stages.run("ingest", ingest_files, kind, files, db_path, run_dir / "work", cfg.stage.duckdb_memory_limit,
@@ -187,10 +184,47 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
     update_stats(run_dir, "facts", {"counts": facts.counts, "params": facts.params, "digests": facts.digests})
     log.info("facts %s", facts.counts)
 
-    work = run_dir / "work"
     seeds = stages.run("build-seed-questions", build_seeds, staged.positions_path, facts.paths, facts.params,
-                       facts.digests, ports_path, cfg.generate, work / "seeds.jsonl", outputs=("out_path",))
+                       facts.digests, ports_path, cfg.generate, run_dir / "work" / "seeds.jsonl", outputs=("out_path",))
+    return source_label, seeds, [staged.quarantine_path]
+
+
+def document_seeds(cfg, run_dir: Path, stages: StageRunner, log) -> tuple[str, dict, list[Path]]:
+    """The documents source: the folder (the built-in corpus when source.path is empty) chunked into
+    run_dir/documents -> seed questions. The chunk store re-chunks changed files only (its manifest
+    of file digests is its cache), so it runs every time and says what it re-chunked."""
+    store = cfg.documents.store_dir or Path(cfg.run.runs_dir) / "_documents"
+    folder = Path(cfg.source.path) if cfg.source.path else store / "corpus"
+    if cfg.source.path is None:
+        write_example_corpus(folder)
+    chunked = chunk_task(folder, cfg.documents, store, run_dir / "documents")
+    update_stats(run_dir, "documents", chunked)
+    log.info("documents: %d files, %d sections, %d chunks; re-chunked %s", chunked["files"], chunked["sections"],
+             chunked["chunks"], ", ".join(chunked["rechunked"]) or "none (every file unchanged)")
+    seeds = stages.run("build-document-seeds", build_document_seeds, Path(chunked["chunks_path"]),
+                       Path(chunked["index_path"]), cfg.documents, run_dir / "work" / "seeds.jsonl", outputs=("out_path",))
+    return f"documents {folder}", seeds, []
+
+
+@flow(name="refresh", on_completion=[release_dataset_line], on_failure=[release_dataset_line],
+      on_crashed=[release_dataset_line], on_cancellation=[release_dataset_line])
+def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = None, run_id: str | None = None) -> str:
+    """Build and publish a verified dataset into runs/<run-id>/dataset; returns the run folder."""
+    log = get_run_logger()
+    cfg = load_config(config, overrides)
+    check_api_keys(cfg)  # before the run folder: a missing key is a config error, not a failed run
+    # one refresh of a dataset line at a time (a second one fails fast naming the first); the hooks release it
+    run_dir = create_run_dir(cfg, hold_dataset_line(cfg, run_id, cfg.run.lock_wait_s).run_id)
+    log.info("run folder %s", run_dir)
+    plan = (DOCUMENT_STAGES if cfg.source.kind == "documents" else REFRESH_STAGES[cfg.source.kind != "simulator":])
+    stages = StageRunner(run_dir, Path(cfg.run.runs_dir) / "stage_cache", reuse=cfg.run.reuse_stages, plan=plan)
+    interactive = sys.stderr.isatty()  # progress bars for the long stages when a person watches
+
+    source = document_seeds if cfg.source.kind == "documents" else ais_seeds
+    source_label, seeds, source_quarantine = source(cfg, run_dir, stages, log)
+    update_stats(run_dir, "run", {"config": config, "overrides": overrides_dict(overrides), "source": source_label})
     update_stats(run_dir, "seeds", seeds)
+    work = run_dir / "work"
     cache_path = cfg.teacher.cache_path or Path(cfg.run.runs_dir) / "teacher_cache.sqlite"
     generated = generate_in_batches(stages, cfg, work, cache_path, interactive)
     update_stats(run_dir, "generate", generated)
@@ -202,9 +236,10 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
                  llm["input_tokens"], llm["output_tokens"], llm["cost_usd"],
                  f"; stopped: {llm['stopped']}" if llm["stopped"] else "")
 
+    embedding_cache = cfg.dedup.cache_path or Path(cfg.run.runs_dir) / "embedding_cache.sqlite"
     validated = stages.run("validate-examples", validate_examples, work / "generated.jsonl", cfg.validate_,
-                           work / "validated.jsonl", work / "quarantine_validate.parquet",
-                           outputs=("kept_path", "quarantine_path"))
+                           work / "validated.jsonl", work / "quarantine_validate.parquet", embedding_cache,
+                           outputs=("kept_path", "quarantine_path"), ignore=("embedding_cache",))
     update_stats(run_dir, "validate", validated)
     log.info("validators kept %d, rejected %d %s", validated["kept"], validated["rejected"], validated["reasons"])
     # the free filter before the paid one, both before dedup: dedup chooses among examples that passed every check
@@ -223,7 +258,6 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
     previous = latest_version(cfg.run.runs_dir, lineage, exclude=run_dir)
     if previous is not None:
         log.info("dataset line %s: this run builds on version %s", lineage, previous.parent.name)
-    embedding_cache = cfg.dedup.cache_path or Path(cfg.run.runs_dir) / "embedding_cache.sqlite"
     reference = dedup_reference(previous) if cfg.dedup.against_published else []
     deduped = stages.run("dedup-semantic", dedup_examples, work / "judged.jsonl", cfg.dedup, work / "deduped.jsonl",
                          work / "quarantine_dedup.parquet", reference, embedding_cache, work / "deduped_embeddings.npy",
@@ -240,7 +274,7 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
 
     published = publish_task(
         work / "balanced.jsonl",
-        [staged.quarantine_path, work / "quarantine_generate.parquet", work / "quarantine_validate.parquet",
+        [*source_quarantine, work / "quarantine_generate.parquet", work / "quarantine_validate.parquet",
          work / "quarantine_known.parquet", work / "quarantine_judge.parquet", work / "quarantine_dedup.parquet",
          work / "quarantine_balance.parquet"],
         cfg.split, run_dir / "dataset", previous, {"lineage": lineage, "run_id": run_dir.name}, cfg.dedup,
@@ -264,6 +298,7 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
     create_link_artifact(key=artifact_key(lineage, "run-folder"), link=run_dir.resolve().as_uri(),
                          link_text=str(run_dir.resolve()), description=f"Run folder of {run_dir.name} (dataset, report, plots)")
     point_latest(run_dir)
+    finish_run(run_dir)
     log.info("published %d examples (%d carried from the previous version, %d new; train %d, eval %d) to %s",
              published["published"], published["carried"], published["added"], published["train_examples"],
              published["eval_examples"], run_dir / "dataset")

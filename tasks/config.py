@@ -25,6 +25,10 @@ class RunConfig(Section):
     domain: str = Field("maritime_ais", description="Name used in run ids and reports.")
     runs_dir: Path = Field(Path("runs"), description="Folder that holds runs/<run-id>/ and runs/latest.")
     run_id: str | None = Field(None, description="Fixed run id; default is <domain>-<UTC timestamp>.")
+    lock_wait_s: float = Field(
+        0, ge=0, description="Seconds a refresh waits for another refresh of the same dataset line to finish before "
+        "failing (0: fail at once, naming the running refresh and its lock file).",
+    )
     reuse_stages: bool = Field(
         True,
         description="Reuse a stage's result from an earlier run (<runs_dir>/stage_cache) when its input files, "
@@ -32,7 +36,7 @@ class RunConfig(Section):
     )
 
 
-SourceKind = Literal["simulator", "noaa_csv", "dma_csv", "nmea", "parquet", "noaa_download"]
+SourceKind = Literal["simulator", "noaa_csv", "dma_csv", "nmea", "parquet", "noaa_download", "documents"]
 
 
 class SourceConfig(Section):
@@ -41,7 +45,8 @@ class SourceConfig(Section):
         description=(
             "simulator: the built-in AIS simulator; noaa_csv: MarineCadastre CSV (.csv, .csv.gz, .zip); "
             "dma_csv: Danish Maritime Authority aisdk CSV; nmea: raw NMEA 0183 logs; parquet: NOAA columns "
-            "in parquet; noaa_download: NOAA daily zips by date range from base_url."
+            "in parquet; noaa_download: NOAA daily zips by date range from base_url; documents: a folder of Markdown, "
+            "plain text and PDF files (no path: the built-in maritime operations corpus, see the documents section)."
         ),
     )
     path: Path | None = Field(None, description="A file, a folder (all its files of that kind) or a glob pattern.")
@@ -161,6 +166,21 @@ class FactsConfig(Section):
 CATEGORIES = ("identity", "movement", "port_activity", "traffic", "anomalies", "safety")
 
 
+# shares written to two or three decimals (0.34 + 0.33 + 0.33) still sum to 1 within this
+SHARE_SUM_TOLERANCE = 1e-3
+
+
+def check_shares(field: str, shares: dict[str, float]) -> None:
+    """A mix of shares: none negative, summing to 1 (a mix that does not is a typo, not a ratio)."""
+    negative = sorted(k for k, v in shares.items() if v < 0)
+    if negative:
+        raise ValueError(f"{field}: shares must not be negative ({', '.join(negative)})")
+    total = sum(shares.values())
+    if abs(total - 1) > SHARE_SUM_TOLERANCE:
+        listed = ", ".join(f"{k} {v:g}" for k, v in shares.items())
+        raise ValueError(f"{field}: shares must sum to 1, got {total:g} ({listed})")
+
+
 class GenerateConfig(Section):
     seed: int = Field(11, description="Seed for sampling facts and phrasings.")
     max_seeds: int = Field(600, ge=1, description="Upper bound on seed questions per run.")
@@ -168,11 +188,12 @@ class GenerateConfig(Section):
         default_factory=lambda: {
             "identity": 0.15, "movement": 0.2, "port_activity": 0.2, "traffic": 0.15, "anomalies": 0.15, "safety": 0.15,
         },
-        description="Target share per question category (normalised).",
+        description="Target share per question category (the shares sum to 1).",
     )
     difficulty_shares: dict[str, float] = Field(
         default_factory=lambda: {"easy": 1 / 3, "medium": 1 / 3, "hard": 1 / 3},
-        description="Target share per difficulty within a category (normalised over the levels it has).",
+        description="Target share per difficulty within a category (the shares sum to 1; a category without questions of "
+        "a level shares it out over the levels it has).",
     )
     unanswerable_share: float = Field(0.1, ge=0, lt=1, description="Share of questions about a vessel, port or window not in the data.")
     multi_turn_share: float = Field(
@@ -190,13 +211,11 @@ class GenerateConfig(Section):
         unknown = sorted(set(self.category_shares) - set(CATEGORIES))
         if unknown:
             raise ValueError(f"unknown categories {unknown} in category_shares; known: {list(CATEGORIES)}")
-        if any(v < 0 for v in self.category_shares.values()) or sum(self.category_shares.values()) <= 0:
-            raise ValueError("category_shares must be non-negative with a positive sum")
         bad = sorted(set(self.difficulty_shares) - {"easy", "medium", "hard"})
         if bad:
             raise ValueError(f"unknown difficulties {bad} in difficulty_shares; known: easy, medium, hard")
-        if any(v < 0 for v in self.difficulty_shares.values()) or sum(self.difficulty_shares.values()) <= 0:
-            raise ValueError("difficulty_shares must be non-negative with a positive sum")
+        for name in ("category_shares", "difficulty_shares"):
+            check_shares(f"generate.{name}", getattr(self, name))
         return self
 
 
@@ -230,7 +249,7 @@ class TeacherSpec(Section):
         ..., description="template: offline, no network; openai / anthropic: the vendors' APIs; "
         "openai_compatible: any OpenAI-style base_url (vLLM, Ollama, transformers serve)."
     )
-    share: float = Field(1.0, ge=0, description="Share of seeds this teacher writes (normalised over all teachers).")
+    share: float = Field(1.0, ge=0, description="Share of seeds this teacher writes (the teachers' shares sum to 1).")
     model: str | None = Field(None, description="Model id sent to the API (openai / anthropic / openai_compatible).")
     base_url: str | None = Field(None, description="API base URL; default: the vendor's. Required for openai_compatible.")
     api_key_env: str | None = Field(
@@ -304,8 +323,7 @@ class TeacherConfig(Section):
         names = [t.name for t in self.teachers]
         if len(set(names)) != len(names):
             raise ValueError(f"teacher names must be unique, got {names}")
-        if sum(t.share for t in self.teachers) <= 0:
-            raise ValueError("teacher shares must have a positive sum")
+        check_shares("teacher.teachers", {t.name: t.share for t in self.teachers})
         for t in self.teachers:
             if t.kind != "template" and t.model not in self.price_table():
                 raise ValueError(
@@ -333,6 +351,30 @@ class ValidateConfig(Section):
         1.25, ge=1, description="Plausibility: a distance may be this times what the type's top speed covers in the window "
         "(legs reach a little past the window's first and last report)."
     )
+    # documents: an answer sentence is supported when most of its key terms occur in the cited
+    # section (or the question's scenario). MiniLM cosine is a backstop against off-topic answers:
+    # measured on the built-in corpus, template answers reach 0.16-0.96 (median 0.72) to the
+    # closest passage of their own section and answers about other sections 0.26 (median)
+    text_min_term_overlap: float = Field(
+        0.6, ge=0, le=1, description="Documents: share of each answer sentence's key terms that must occur in the cited "
+        "section or the question (sentences of fewer than 3 key terms are not scored)."
+    )
+    text_min_similarity: float = Field(
+        0.1, ge=-1, le=1, description="Documents: MiniLM cosine between an answer and the closest passage of its cited "
+        "section must reach this."
+    )
+    domain_validators: list[str] = Field(
+        default_factory=list, description="Dotted paths of small callables (example, corpus) -> Verdict (keep/drop with a "
+        "reason), run after the schema check, e.g. tasks.documents.validators.regulation_references_exist."
+    )
+
+    @model_validator(mode="after")
+    def _dotted_paths(self) -> "ValidateConfig":
+        bad = [p for p in self.domain_validators if not re.fullmatch(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+", p)]
+        if bad:
+            raise ValueError(f"validate.domain_validators {bad} must be dotted paths module.function, "
+                             "e.g. tasks.documents.validators.numbers_in_physical_range")
+        return self
 
 
 class DedupConfig(Section):
@@ -383,7 +425,8 @@ class BalanceConfig(Section):
 
     @model_validator(mode="after")
     def _known_keys(self) -> "BalanceConfig":
-        for name, known in (("max_per_category", CATEGORIES), ("max_per_difficulty", ("easy", "medium", "hard"))):
+        categories = (*CATEGORIES, *DOCUMENT_TEMPLATES)  # AIS categories, and the documents domain's templates
+        for name, known in (("max_per_category", categories), ("max_per_difficulty", ("easy", "medium", "hard"))):
             value = getattr(self, name)
             caps = value.values() if isinstance(value, dict) else [value] if value is not None else []
             if any(c < 0 for c in caps):
@@ -584,6 +627,80 @@ class KnownConfig(Section):
     )
 
 
+# instruction templates and edge cases of the documents domain (tasks/documents/seeds.py builds each)
+DOCUMENT_TEMPLATES = ("qa", "compliance", "summary", "which_section")
+EDGE_CASES = ("insufficient_information", "human_review", "out_of_scope")
+
+
+class InstructionTemplate(Section):
+    share: float = Field(..., ge=0, description="Share of the answerable document questions asked with this template.")
+    instruction: str = Field(
+        ..., min_length=1, description="The instruction before the question, worded as the production query words it."
+    )
+
+
+def _default_templates() -> dict[str, InstructionTemplate]:
+    return {
+        "qa": InstructionTemplate(share=0.35, instruction="Given this procedure excerpt, answer the question and cite the section."),
+        "compliance": InstructionTemplate(
+            share=0.25, instruction="Given this policy excerpt, identify any violations in the scenario and cite the section."),
+        "summary": InstructionTemplate(share=0.15, instruction="Summarise this section for the officer of the watch and cite it."),
+        "which_section": InstructionTemplate(
+            share=0.25, instruction="Given these excerpts, say which section governs the situation and cite it."),
+    }
+
+
+class DocumentsConfig(Section):
+    """The documents source (source.kind documents): chunking, seed questions per instruction
+    template, edge cases on purpose, and the split unit."""
+
+    store_dir: Path | None = Field(
+        None, description="Chunk store shared by runs (file digests and their chunks: unchanged files are not re-chunked); "
+        "default <run.runs_dir>/_documents."
+    )
+    chunk_chars: int = Field(1200, ge=200, description="Longest chunk in characters; longer sections are cut at sentence ends.")
+    overlap_chars: int = Field(150, ge=0, description="Characters a chunk repeats from the end of the one before it.")
+    seed: int = Field(11, description="Seed for sampling sections and phrasings.")
+    max_seeds: int = Field(200, ge=1, description="Seed questions per run at most.")
+    templates: dict[str, InstructionTemplate] = Field(
+        default_factory=_default_templates,
+        description=f"Instruction templates ({', '.join(DOCUMENT_TEMPLATES)}) with their shares (normalised) and wording.",
+    )
+    edge_case_share: float = Field(
+        0.2, ge=0, lt=1, description="Share of all seeds that are edge cases: insufficient information, requires human "
+        "review, out of scope (the right answer says so)."
+    )
+    edge_case_kinds: dict[str, float] = Field(
+        default_factory=lambda: {k: 1 / 3 for k in EDGE_CASES}, description="Shares of the edge-case kinds (normalised)."
+    )
+    multi_turn_share: float = Field(0.15, ge=0, le=1, description="Share of all seeds asked as a dialogue on one section.")
+    max_followups: int = Field(2, ge=1, le=4, description="Follow-up turns at most in a dialogue.")
+    which_section_candidates: int = Field(4, ge=2, le=8, description="Sections shown in a which-section question's context.")
+    share_tolerance: float = Field(0.05, ge=0, le=1, description="Reported shares within this (absolute) of the targets count as on target.")
+    split_by: Literal["section", "document"] = Field(
+        "section", description="Split unit: each section (or each whole document) lands on one side of train/eval."
+    )
+    system_prompt: str = Field(
+        "You are a maritime operations assistant. Answer only from the procedure excerpts in the message and cite the "
+        "section you rely on as [source: <file> §<section>]. If the excerpts do not settle the question, say that the "
+        "information is insufficient, that it requires human review, or that it is out of scope, instead of guessing.",
+        min_length=1, description="System message of every document example (the deployment prompt).",
+    )
+
+    @model_validator(mode="after")
+    def _known_names(self) -> "DocumentsConfig":
+        if self.overlap_chars >= self.chunk_chars:
+            raise ValueError(f"documents.overlap_chars ({self.overlap_chars}) must be below documents.chunk_chars ({self.chunk_chars})")
+        for field, known, table in (("templates", DOCUMENT_TEMPLATES, {k: v.share for k, v in self.templates.items()}),
+                                    ("edge_case_kinds", EDGE_CASES, self.edge_case_kinds)):
+            unknown = sorted(set(table) - set(known))
+            if unknown:
+                raise ValueError(f"documents.{field} names {unknown}; known: {list(known)}")
+            if any(v < 0 for v in table.values()) or sum(table.values()) <= 0:
+                raise ValueError(f"documents.{field} shares must be non-negative with a positive sum")
+        return self
+
+
 class PipelineConfig(Section):
     run: RunConfig = RunConfig()
     source: SourceConfig = SourceConfig()
@@ -605,6 +722,7 @@ class PipelineConfig(Section):
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    documents: DocumentsConfig = DocumentsConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -740,13 +858,16 @@ def parse_config(data: dict[str, Any], origin: str = "config") -> PipelineConfig
         problems = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 problems.append(f"{where}: unknown key (check the spelling; see pipeline_configs/maritime_ais.yaml)")
             elif err["loc"][:1] == ("teacher",):
                 # never echo teacher input: a key pasted where a variable NAME belongs would be logged
-                problems.append(f"{where}: {_KEYLIKE_RE.sub('[redacted]', str(err['msg']))}")
+                problems.append(f"{where}: {_KEYLIKE_RE.sub('[redacted]', msg)}")
+            elif isinstance(err.get("input"), dict):  # a section's own rule: its message names the fields
+                problems.append(f"{where}: {msg}")
             else:
-                problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+                problems.append(f"{where}: {msg} (got {err.get('input')!r})")
         raise ConfigError(f"{origin}: " + "; ".join(problems)) from None
 
 

@@ -20,6 +20,7 @@ from prefect import task
 from tasks.artifacts import QUARANTINE_COLUMNS, quarantine_row, read_jsonl, replace_dir, write_jsonl
 from tasks.config import DedupConfig, SplitConfig
 from tasks.dedup import cross_split_near_duplicates
+from tasks.errors import storage_faults
 from tasks.split import assign_splits, split_key, time_holdout
 from tasks.versions import read_examples, review_quarantine_rows
 
@@ -42,6 +43,9 @@ def finish_manifest(manifest: dict[str, Any], examples: list[dict[str, Any]], qu
         "examples": len(examples),
         "splits": {s: sum(1 for e in examples if e["split"] == s) for s in ("train", "eval")},
         "vessels": {s: sorted(int(m) for m, v in sides.items() if v == s and m.isdigit()) for s in ("train", "eval")},
+        # documents: the sections (or files) on each side
+        **({"sections": {s: sorted(k[4:] for k, v in sides.items() if v == s and k.startswith("doc:")) for s in ("train", "eval")}}
+           if any(k.startswith("doc:") for k in sides) else {}),
         "quarantine": {f"{k[0]}/{k[1]}": int(v) for k, v in quarantine.groupby(["stage", "reason"]).size().items()},
     }
     manifest["files"] = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "manifest.json"}
@@ -144,7 +148,23 @@ def publish_dataset(
             "leak_removed_new": sum(i in new_ids for i in leaked), "leak_removed_carried": sum(i not in new_ids for i in leaked),
             **{f"{k}_examples": v for k, v in manifest["splits"].items()},
             "train_vessels": len(manifest["vessels"]["train"]), "eval_vessels": len(manifest["vessels"]["eval"]),
+            **({f"{s}_sections": len(manifest["sections"][s]) for s in ("train", "eval")} if "sections" in manifest else {}),
             "quarantined_rows": len(quarantine)}
 
 
-publish_task = task(name="publish-dataset")(publish_dataset)
+def publish_version(deduped_path: Path, quarantine_paths: list[Path], cfg: SplitConfig, dataset_dir: Path,
+                    previous_dir: Path | None = None, version: dict[str, Any] | None = None,
+                    dedup_cfg: DedupConfig | None = None, embedding_cache: Path | None = None) -> dict[str, Any]:
+    """publish_dataset, with a full or read-only disk reported in one line; what was staged is
+    removed (space back on a full disk) and every earlier version stays as it was."""
+    staging = Path(dataset_dir).with_name(Path(dataset_dir).name + ".partial")
+    try:
+        with storage_faults(staging):
+            return publish_dataset(deduped_path, quarantine_paths, cfg, dataset_dir, previous_dir, version, dedup_cfg,
+                                   embedding_cache)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+publish_task = task(name="publish-dataset")(publish_version)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,24 @@ def funnel_balance(stats: dict[str, Any]) -> dict[str, int]:
             "balanced": int(steps[-1][1] == added and seeds == gen["generated"] + gen.get("rejected", 0))}
 
 
+def _cell(value: Any) -> str:
+    """A table cell: a pipe escaped (GitHub markdown honours the escape inside code spans too) and
+    line breaks as spaces, so text from the data (file names, labels) can neither add a column nor
+    end the row."""
+    return " ".join(str(value).replace("|", "\\|").split())
+
+
+def _code(text: Any) -> str:
+    """Text from the data as an inline code span whose fence is longer than any run of backticks in it."""
+    text = str(text)
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines = ["| " + " | ".join(map(_cell, headers)) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -78,12 +94,15 @@ def generation_section(gen: dict[str, Any], seeds: dict[str, Any], examples: pd.
     shares = seeds.get("shares")
     if shares:
         published = actual_shares(examples.to_dict("records")) if examples is not None else None
+        if published is not None and "unanswerable_kind" in examples:  # documents: each edge-case kind of all
+            kinds = examples["unanswerable_kind"].dropna().value_counts()
+            published["edge_case"] = {k: round(int(v) / (len(examples) or 1), 4) for k, v in kinds.items()}
         rows = []
         for dim, table in shares.items():
             for key, row in table.items():
                 rows.append([dim, key, f"{row['target']:.3f}", f"{row['actual']:.3f}",
                              "yes" if row["within_tolerance"] else "NO"]
-                            + ([f"{published[dim].get(key, 0.0):.3f}"] if published is not None else []))
+                            + ([f"{published.get(dim, {}).get(key, 0.0):.3f}"] if published is not None else []))
         headers = ["dimension", "value", "target", "seeds", "seeds within tolerance"] + (["published"] if published else [])
         out += ["## Question mix", "",
                 "Category and difficulty shares are of answerable questions; unanswerable and multi-turn of all. "
@@ -172,20 +191,29 @@ def render_report(run_dir: Path) -> str:
     stats = json.loads((run_dir / "stats.json").read_text())
     out = [f"# tidewright run `{run_dir.name}`", ""]
     run = stats.get("run", {})
-    out += [f"Config: `{run.get('config')}`; source: {run.get('source')}; teacher: {stats.get('generate', {}).get('teacher')}.", ""]
+    out += [f"Config: {_code(run.get('config'))}; source: {_code(run.get('source'))}; teacher: {stats.get('generate', {}).get('teacher')}.", ""]
     out += stages_reused_section(stats.get("stages") or {})
 
     out += ["## Funnel", ""]
-    ing, stg = stats["ingest"], stats["stage"]
-    rows = [
-        ["AIS rows read", ing["rows"], f"{ing.get('malformed', 0)} malformed lines quarantined"],
-        ["positions staged", stg["kept"], ", ".join(f"{k}: {v}" for k, v in stg["rejected"].items()) or "none"],
-    ]
-    for name, n in stats["facts"]["counts"].items():
-        rows.append([f"facts: {name}", n, ""])
+    ing, stg = stats.get("ingest", {}), stats.get("stage", {})
+    docs = stats.get("documents")
+    if docs:  # the documents source: files chunked into sections
+        rows = [["documents", docs["files"], f"re-chunked {len(docs['rechunked'])} (changed or new), unchanged "
+                 f"{len(docs['reused'])}, removed {len(docs['removed'])}"],
+                ["sections", docs["sections"], f"{docs['chunks']} chunks with text (chunk_chars {docs.get('chunk_chars')}, "
+                 f"overlap {docs.get('overlap_chars')})"]]
+    else:
+        rows = [
+            ["AIS rows read", ing["rows"], f"{ing.get('malformed', 0)} malformed lines quarantined"],
+            ["positions staged", stg["kept"], ", ".join(f"{k}: {v}" for k, v in stg["rejected"].items()) or "none"],
+        ]
+        for name, n in stats["facts"]["counts"].items():
+            rows.append([f"facts: {name}", n, ""])
     seeds = stats["seeds"]
-    rows.append(["seed questions", seeds["seeds"], f"from {seeds['candidates']} candidates; {seeds['unanswerable']} "
-                 f"unanswerable; {seeds.get('dialogues', 0)} multi-turn dialogues"])
+    edge = f"{seeds['unanswerable']} edge cases ({', '.join(f'{k} {v}' for k, v in seeds['edge_cases'].items())})" \
+        if "edge_cases" in seeds else f"{seeds['unanswerable']} unanswerable"
+    rows.append(["seed questions", seeds["seeds"], f"from {seeds['candidates']} candidates; {edge}; "
+                 f"{seeds.get('dialogues', 0)} multi-turn dialogues"])
     gen, pub = stats["generate"], stats["publish"]
     rows.append(["examples generated", gen["generated"], f"teachers {gen['teacher']}; "
                  f"{gen.get('rejected', 0)} seeds quarantined by the teacher stage"])
@@ -196,7 +224,9 @@ def render_report(run_dir: Path) -> str:
                 if pub.get(k)]
         rows.append(["carried from the previous version", pub["carried"], f"version `{pub.get('parent')}`"
                      + (f" ({'; '.join(left)})" if left else "")])
-    rows.append(["published", pub["published"], f"train {pub['train_examples']} ({pub['train_vessels']} vessels), eval {pub['eval_examples']} ({pub['eval_vessels']} vessels)"])
+    unit, n_train, n_eval = (("sections", pub["train_sections"], pub["eval_sections"]) if "train_sections" in pub
+                             else ("vessels", pub["train_vessels"], pub["eval_vessels"]))
+    rows.append(["published", pub["published"], f"train {pub['train_examples']} ({n_train} {unit}), eval {pub['eval_examples']} ({n_eval} {unit})"])
     out += [_table(["stage", "count", "detail"], rows), ""]
     if stats.get("review_import"):
         r = stats["review_import"]
@@ -223,7 +253,7 @@ def render_report(run_dir: Path) -> str:
     files = ing.get("files") or {}
     if files:
         out += ["## Ingest", "", _table(["file", "records in", "loaded", "quarantined at ingest"],
-                [[f"`{Path(f).name}`", v["rows_in"], v["loaded"], v["quarantined"]] for f, v in files.items()]), ""]
+                [[_code(Path(f).name), v["rows_in"], v["loaded"], v["quarantined"]] for f, v in files.items()]), ""]
         out += [f"Staged {stg['kept']} positions; quarantined by reason: "
                 + (", ".join(f"{k} {v}" for k, v in stg["rejected"].items()) or "none") + "."]
         if stg.get("days"):
@@ -256,6 +286,14 @@ def render_report(run_dir: Path) -> str:
     if results_path.exists():
         out += _evaluation_section(json.loads(results_path.read_text()), run_dir / "plots")
 
+    if docs:
+        out += ["## Files", "",
+                "- `dataset/train.jsonl`, `dataset/eval.jsonl`: chat examples (`messages`), split by document section",
+                "- `dataset/examples.parquet`: kept examples with provenance (source file, section id, character span, file digest, teacher, seed)",
+                "- `dataset/quarantine.parquet`: every rejected example with its stage and reason",
+                "- `documents/sections.jsonl`, `documents/chunks.jsonl`: the corpus's sections (hierarchy path, span) and chunks",
+                "- `eval/results.json`, `eval/lm_eval_task/`, `plots/*.png`, `review/`: as for every run", ""]
+        return "\n".join(out)
     out += ["## Files", "",
             "- `dataset/train.jsonl`, `dataset/eval.jsonl`: chat examples (`messages`), split by MMSI",
             "- `dataset/examples.parquet`: kept examples with provenance (sql file + digest, params, source-row hash, teacher, seed)",

@@ -79,8 +79,10 @@ COUNT_NOUNS = {
     "encounter": ("encounter",), "day": ("day",), "change": ("change",), "turn": ("change", "turn"),
     "alteration": ("change",),
 }
+# documents add their edge cases: "requires human review", "out of scope"
 REFUSAL_RE = re.compile(
-    r"insufficient|cannot be determined|cannot answer|no (?:ais )?(?:records|reports)|not in the data|not present",
+    r"insufficient|cannot be determined|cannot answer|no (?:ais )?(?:records|reports)|not in the data|not present"
+    r"|human review|out of scope",
     re.IGNORECASE,
 )
 TOLERANCE_KINDS = ("speed_kn", "distance_nm", "minutes", "hours", "count", "id", "degrees", "metres", "number", "lat", "lon")
@@ -173,6 +175,15 @@ class RunNames:
         return None
 
 
+# chat-template control tokens (ChatML and GPT's <|...|>, Llama's [INST] and <<SYS>>, Gemma's turns,
+# <s>): a tokenizer reads them inside a message as turn boundaries, so a vessel name carrying one
+# would forge a turn of the training chat
+CHAT_MARKER_RE = re.compile(r"<\|[A-Za-z0-9_]+\|>|</?s>|\[/?INST\]|<</?SYS>>|<(?:start|end)_of_turn>")
+# C0 and C1 control characters and DEL, but tab, line feed and carriage return: a text field of an
+# AIS message holds none, and a terminal or a tokenizer would act on them
+CONTROL_CHAR_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def check_schema(example: dict[str, Any]) -> Verdict:
     messages = example.get("messages")
     if not isinstance(messages, list) or len(messages) < 3:
@@ -186,6 +197,14 @@ def check_schema(example: dict[str, Any]) -> Verdict:
     for m in messages:
         if not isinstance(m.get("content"), str) or not m["content"].strip():
             return Verdict(False, "schema_empty_turn", f"empty {m.get('role')} turn")
+    for m in messages:
+        marker = CHAT_MARKER_RE.search(m["content"])
+        if marker:
+            return Verdict(False, "schema_chat_marker", f"the {m['role']} turn holds the chat-template marker {marker.group()!r}")
+        control = CONTROL_CHAR_RE.search(m["content"])
+        if control:
+            return Verdict(False, "schema_control_character",
+                           f"the {m['role']} turn holds control character U+{ord(control.group()):04X}")
     return Verdict(True)
 
 
@@ -475,8 +494,17 @@ def _binding_error(text: str, numbers: list[NumberClaim], grounding: list[dict[s
     return None
 
 
+def is_document_example(example: dict[str, Any]) -> bool:
+    return example.get("domain") == "documents"
+
+
 def check_grounding(example: dict[str, Any], cfg: ValidateConfig, known: RunNames | None = None) -> Verdict:
-    """The rules of the module docstring; known: the run's other vessel and port names."""
+    """The rules of the module docstring; known: the run's other vessel and port names. Document
+    examples get the text grounding of tasks/documents/grounding.py instead."""
+    if is_document_example(example):
+        from tasks.documents.grounding import TextGrounding
+
+        return TextGrounding(cfg).check(example)
     grounding = _loads(example["grounding"])
     facts = _facts(example)
     known = known or RunNames()
@@ -698,9 +726,30 @@ class _Step:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
-def _steps(cfg: ValidateConfig, known: RunNames | None) -> list[_Step]:
-    """The validators in funnel order; schema and grounding always run."""
-    steps = [_Step("schema", check_schema), _Step("grounding", lambda ex: check_grounding(ex, cfg, known))]
+def _domain_steps(cfg: ValidateConfig) -> list[_Step]:
+    """validate.domain_validators, each a step named after its function; a document example's
+    validators see its corpus (None for AIS examples)."""
+    from tasks.documents.grounding import corpus_for
+    from tasks.documents.validators import load_domain_validators
+
+    def step(name: str, fn: Callable) -> _Step:
+        return _Step(name, lambda ex: fn(ex, corpus_for(ex) if is_document_example(ex) else None))
+
+    return [step(name, fn) for name, fn in load_domain_validators(cfg.domain_validators)]
+
+
+def _steps(cfg: ValidateConfig, known: RunNames | None, documents: bool = False, text_grounding: Any = None) -> list[_Step]:
+    """The validators in funnel order; schema and grounding always run. Documents: schema, the
+    domain validators, text grounding (text_grounding: a primed TextGrounding), triviality."""
+    if documents:
+        from tasks.documents.grounding import TextGrounding, check_text_triviality
+
+        grounding = text_grounding or TextGrounding(cfg)
+        steps = [_Step("schema", check_schema), *_domain_steps(cfg), _Step("grounding", grounding.check)]
+        if cfg.triviality:
+            steps.append(_Step("triviality", check_text_triviality))
+        return steps
+    steps = [_Step("schema", check_schema), *_domain_steps(cfg), _Step("grounding", lambda ex: check_grounding(ex, cfg, known))]
     if cfg.plausibility:
         steps.append(_Step("plausibility", lambda ex: check_plausibility(ex, cfg)))
     if cfg.triviality:
@@ -722,12 +771,21 @@ def _run(example: dict[str, Any], steps: list[_Step]) -> tuple[Verdict, list[str
 
 def validate_example(example: dict[str, Any], cfg: ValidateConfig, known: RunNames | None = None) -> Verdict:
     """Every enabled validator in order; the first drop decides."""
-    return _run(example, _steps(cfg, known))[0]
+    return _run(example, _steps(cfg, known, is_document_example(example)))[0]
 
 
-def validate_examples(generated_path: Path, cfg: ValidateConfig, kept_path: Path, quarantine_path: Path) -> dict[str, Any]:
+def validate_examples(generated_path: Path, cfg: ValidateConfig, kept_path: Path, quarantine_path: Path,
+                      embedding_cache: Path | None = None) -> dict[str, Any]:
+    """embedding_cache: where document grounding keeps its MiniLM embeddings between runs."""
     examples = read_jsonl(generated_path)
-    steps = _steps(cfg, run_names(examples))
+    documents = bool(examples) and all(is_document_example(ex) for ex in examples)
+    text_grounding = None
+    if documents:
+        from tasks.documents.grounding import PassageSimilarity, TextGrounding
+
+        text_grounding = TextGrounding(cfg, PassageSimilarity(embedding_cache))
+        text_grounding.prime(examples)
+    steps = _steps(cfg, run_names(examples), documents, text_grounding)
     kept, rejected = [], []
     for ex in examples:
         verdict, passed = _run(ex, steps)
