@@ -40,7 +40,8 @@ install: $(STAMP)
 # the test says so and is skipped.
 compose-tool:
 	@command -v docker-compose >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
-		&& apt-get install -y -q docker-compose >/dev/null 2>&1; } \
+		&& { apt-get install -y -q docker-compose >/dev/null 2>&1 \
+		     || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q docker-compose >/dev/null 2>&1; }; }; } \
 		|| echo "docker-compose is not installed and could not be (apt-get as root): tests/test_compose.py will be skipped"
 
 run: install

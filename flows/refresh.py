@@ -9,7 +9,6 @@ import re
 import sys
 from pathlib import Path
 
-import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
@@ -20,10 +19,11 @@ from tasks.documents.chunk import chunk_task
 from tasks.documents.corpus import write_example_corpus
 from tasks.documents.seeds import build_document_seeds
 from tasks.facts import compute_facts
-from tasks.fanout import SeedBatch, merge_batch_files, merge_generation_stats, run_batches, teacher_batches
+from tasks.fanout import (
+    SeedBatch, failed_batch_stats, merge_batch_files, merge_generation_stats, not_paid_again, run_batches, teacher_batches,
+)
 from tasks.errors import InputError, TeacherError
 from tasks.llm.keys import check_api_keys
-from tasks.llm.ledger import read_ledger, summarize
 from tasks.ingest import SourcePart, ingest_files, read_source_part, source_files
 from tasks.judge import judge_examples
 from tasks.known import known_examples
@@ -32,7 +32,7 @@ from tasks.publish import publish_task
 from tasks.report import gate_steps, write_report
 from tasks.review import export_review_task
 from tasks.rundir import create_run_dir, finish_run, point_latest, update_stats
-from tasks.stagecache import StageRunner
+from tasks.stagecache import StageRunner, path_digest
 from tasks.seeds import build_seeds
 from tasks.simulate import simulate
 from tasks.stage import stage_positions
@@ -80,14 +80,17 @@ def llm_finished(generated: dict) -> bool:
 
 def read_files_side_by_side(stages: StageRunner, kind: str, files: list[Path], parts_dir: Path) -> list[SourcePart] | None:
     """Ingest fanned out over source files: each NMEA / DMA / parquet file decoded by its own task
-    (read-<k>of<n>-<file>), through the flow's task runner, and reused across runs while the file is
-    unchanged (a nightly feed re-decodes only new files). NOAA CSV needs none: DuckDB reads all files
-    of the day range in parallel itself."""
+    (read-<file>), through the flow's task runner, and reused across runs while the file is unchanged:
+    a task and its part are named after the file and its content, not its position, so a nightly feed
+    that gains a file decodes only that one. NOAA CSV needs none: DuckDB reads all files of the day
+    range in parallel itself."""
     if kind == "noaa_csv":
         return None
-    names = [f"read-{k + 1}of{len(files)}-{path.name}" for k, path in enumerate(files)]
-    waits = [stages.submit(name, read_source_part, kind, path, parts_dir / f"{k + 1:05d}.parquet", outputs=("out_path",))
-             for k, (name, path) in enumerate(zip(names, files))]
+    names = [f"read-{path.name}" for path in files]
+    waits = [stages.submit(name, read_source_part, kind, path,
+                           parts_dir / f"{path.name}.{path_digest(path).removeprefix('dir:')[:12]}.parquet",
+                           outputs=("out_path",))
+             for name, path in zip(names, files)]
     parts = [wait() for wait in waits]
     stages.group("read-source-files", names)
     return parts
@@ -105,20 +108,16 @@ def generate_in_batches(stages: StageRunner, cfg, work: Path, cache_path: Path, 
 
     def one(batch: SeedBatch) -> dict:
         try:
-            return stages.run(f"generate-{batch.name}", generate_examples, batch.seeds_path, cfg.teacher, cfg.generate.seed,
-                              batch.out("generated.jsonl"), cache_path, batch.out("ledger.jsonl"),
-                              batch.out("quarantine.parquet"), progress=progress,
-                              outputs=("out_path", "ledger_path", "quarantine_path"), ignore=("cache_path", "progress"),
-                              complete=llm_finished)
+            stats = stages.run(f"generate-{batch.name}", generate_examples, batch.seeds_path, cfg.teacher, cfg.generate.seed,
+                               batch.out("generated.jsonl"), cache_path, batch.out("ledger.jsonl"),
+                               batch.out("quarantine.parquet"), progress=progress,
+                               outputs=("out_path", "ledger_path", "quarantine_path"), ignore=("cache_path", "progress"),
+                               complete=llm_finished)
+            record = stages.records[f"generate-{batch.name}"]
+            return not_paid_again(stats, record.from_run) if record.reused else stats
         except TeacherError as exc:
             failures.append(f"{batch.name}: {exc}")
-            batch.out("generated.jsonl").write_text("")
-            ledger = summarize(read_ledger(batch.out("ledger.jsonl")))["overall"]
-            rejected = len(pd.read_parquet(batch.out("quarantine.parquet"))) if batch.out("quarantine.parquet").exists() else 0
-            return {"seeds": batch.seeds, "generated": 0, "rejected": rejected, "per_teacher": {}, "planted_errors": 0,
-                    "llm": {"items": batch.seeds, "accepted": 0, "calls": ledger["calls"], "cache_hits": ledger["cache_hits"],
-                            "input_tokens": ledger["input_tokens"], "output_tokens": ledger["output_tokens"],
-                            "cost_usd": ledger["cost_usd"], "stopped": "teacher_failing"}}
+            return failed_batch_stats(batch)
 
     parts = run_batches(batches, one)
     merge_batch_files(batches, work / "seeds.jsonl", work / "generated.jsonl", work / "teacher_ledger.jsonl",
@@ -250,6 +249,8 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
                         work / "quarantine_judge.parquet", cache_path, work / "judge_ledger.jsonl", progress=interactive,
                         outputs=("out_path", "quarantine_path", "ledger_path"), ignore=("cache_path", "progress"),
                         complete=lambda stats: not stats.get("stopped") and not stats.get("unscored"))
+    if stages.records["judge"].reused:
+        judged = not_paid_again(judged, stages.records["judge"].from_run)
     update_stats(run_dir, "judge", judged)
     for name, stage in (("already-known filter", known), ("LLM judge", judged)):
         if stage.get("enabled"):

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prefect import task
 
 from tasks.artifacts import quarantine_row, read_jsonl, write_jsonl, write_quarantine
 from tasks.config import BalanceConfig
@@ -89,6 +88,3 @@ def balance_examples(
             "carried": len(carried),
             "before": distribution(carried + candidates), "after": distribution(carried + kept),
             "caps": cfg.model_dump(mode="json")}
-
-
-balance_task = task(name="balance")(balance_examples)

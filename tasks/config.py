@@ -664,14 +664,14 @@ class DocumentsConfig(Section):
     max_seeds: int = Field(200, ge=1, description="Seed questions per run at most.")
     templates: dict[str, InstructionTemplate] = Field(
         default_factory=_default_templates,
-        description=f"Instruction templates ({', '.join(DOCUMENT_TEMPLATES)}) with their shares (normalised) and wording.",
+        description=f"Instruction templates ({', '.join(DOCUMENT_TEMPLATES)}) with their shares (summing to 1) and wording.",
     )
     edge_case_share: float = Field(
         0.2, ge=0, lt=1, description="Share of all seeds that are edge cases: insufficient information, requires human "
         "review, out of scope (the right answer says so)."
     )
     edge_case_kinds: dict[str, float] = Field(
-        default_factory=lambda: {k: 1 / 3 for k in EDGE_CASES}, description="Shares of the edge-case kinds (normalised)."
+        default_factory=lambda: {k: 1 / 3 for k in EDGE_CASES}, description="Shares of the edge-case kinds (summing to 1)."
     )
     multi_turn_share: float = Field(0.15, ge=0, le=1, description="Share of all seeds asked as a dialogue on one section.")
     max_followups: int = Field(2, ge=1, le=4, description="Follow-up turns at most in a dialogue.")
@@ -696,8 +696,7 @@ class DocumentsConfig(Section):
             unknown = sorted(set(table) - set(known))
             if unknown:
                 raise ValueError(f"documents.{field} names {unknown}; known: {list(known)}")
-            if any(v < 0 for v in table.values()) or sum(table.values()) <= 0:
-                raise ValueError(f"documents.{field} shares must be non-negative with a positive sum")
+            check_shares(f"documents.{field}", table)
         return self
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prefect import task
 
 from tasks.artifacts import quarantine_row, read_jsonl, write_jsonl, write_quarantine
 from tasks.config import DedupConfig
@@ -293,6 +292,3 @@ def cross_split_near_duplicates(examples: list[dict[str, Any]], cfg: DedupConfig
     pairs = duplicate_pairs(vecs[len(train):], vecs[:len(train)], [answer_key(e) for e in evals],
                             [answer_key(e) for e in train], cfg)
     return [(train[j]["id"], evals[i]["id"], sim) for (i, j), sim in sorted(pairs.items())]
-
-
-dedup_task = task(name="dedup-semantic")(dedup_examples)

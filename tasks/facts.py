@@ -13,7 +13,6 @@ from typing import Any
 
 import duckdb
 import pandas as pd
-from prefect import task
 
 from tasks.config import FactsConfig
 from tasks.anomalies import load_reference_tables
@@ -263,6 +262,3 @@ def compute_facts(
             con.execute(f"copy fact_{name} to $p (format parquet)", {"p": str(paths[name])})
             digests[name] = sql_digest(name)
     return FactsResult(paths, counts, params, digests)
-
-
-facts_task = task(name="compute-facts")(compute_facts)

@@ -1,6 +1,6 @@
 """Generation fanned out over teacher batches: the seeds split by teacher into batches of
-`teacher.batch_size`, each batch its own Prefect task (named for its teacher and number, retried and
-reused across runs on its own), teachers side by side, then one generated.jsonl, ledger and quarantine.
+`teacher.batch_size`, each batch its own Prefect task (named for its teacher and number, reused across
+runs on its own), teachers side by side, then one generated.jsonl, ledger and quarantine.
 
 Why batches of one teacher run one after another: a teacher's `concurrency`, `requests_per_minute`
 and `tokens_per_minute` are enforced inside one generation call; two batches of the same teacher at
@@ -50,8 +50,9 @@ def teacher_batches(seeds_path: Path, cfg: TeacherConfig, generation_seed: int, 
     assigned = assign_teachers([SimpleNamespace(seed_id=i) for i in ids], cfg, generation_seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("*"):  # a batch layout from an earlier attempt of this run
-        stale.unlink()
+    for stale in out_dir.glob("*"):  # an earlier attempt's batch files; its ledgers record what was paid: kept
+        if not stale.name.endswith("ledger.jsonl"):
+            stale.unlink()
     if cfg.budget_usd is not None:
         groups = [("all", lines)]
     else:
@@ -66,6 +67,37 @@ def teacher_batches(seeds_path: Path, cfg: TeacherConfig, generation_seed: int, 
             path.write_text("\n".join(part) + "\n")
             batches.append(SeedBatch(path.name.removesuffix(".seeds.jsonl"), teacher, path, len(part)))
     return batches
+
+
+def failed_batch_stats(batch: SeedBatch) -> dict[str, Any]:
+    """What a batch whose LLM teacher produced nothing (TeacherError) adds to the merged statistics,
+    from its quarantine and ledger (generate_examples wrote both before it raised)."""
+    from tasks.llm.ledger import read_ledger, summarize
+
+    batch.out("generated.jsonl").write_text("")
+    paid = summarize(read_ledger(batch.out("ledger.jsonl")))["overall"]
+    quarantine = batch.out("quarantine.parquet")
+    return {"seeds": batch.seeds, "generated": 0, "rejected": len(pd.read_parquet(quarantine)) if quarantine.exists() else 0,
+            "per_teacher": {}, "planted_errors": 0,
+            "llm": {"items": batch.seeds, "accepted": 0, "calls": paid["calls"], "cache_hits": paid["cache_hits"],
+                    "input_tokens": paid["input_tokens"], "output_tokens": paid["output_tokens"],
+                    "cost_usd": paid["cost_usd"], "item_cost_usd": paid["cost_usd"], "stopped": "teacher_failing"}}
+
+
+def not_paid_again(stats: dict[str, Any], from_run: str) -> dict[str, Any]:
+    """Generation or judge statistics of a stage reused from an earlier run: this run asked nothing
+    and paid nothing (what the examples cost to make, item_cost_usd, stays)."""
+    out = {**stats, "reused_from": from_run}
+    llm = stats.get("llm") if "llm" in stats else stats
+    if not llm:
+        return out
+    zeroed = {**llm, **{k: 0 for k in ("calls", "input_tokens", "output_tokens") if k in llm},
+              **({"cost_usd": 0.0} if "cost_usd" in llm else {})}
+    if "llm" in stats:
+        out["llm"] = zeroed
+    else:
+        out.update(zeroed)
+    return out
 
 
 def run_batches(batches: list[SeedBatch], generate: Callable[[SeedBatch], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -135,7 +167,7 @@ def merge_batch_files(batches: list[SeedBatch], seeds_path: Path, out_path: Path
         examples += [line for line in b.out("generated.jsonl").read_text().splitlines() if line.strip()]
     examples.sort(key=lambda line: order[json.loads(line)["seed_id"]])
     _write_text(out_path, "".join(line + "\n" for line in examples))
-    ledgers = [b.out("ledger.jsonl") for b in batches if b.out("ledger.jsonl").exists()]
+    ledgers = sorted(batches[0].seeds_path.parent.glob("*.ledger.jsonl")) if batches else []
     if ledgers:
         _write_text(ledger_path, "".join(p.read_text() for p in ledgers))
     frames = [pd.read_parquet(b.out("quarantine.parquet")) for b in batches if b.out("quarantine.parquet").exists()]

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
-from prefect import task
 
 from tasks.artifacts import QUARANTINE_COLUMNS
 from tasks.errors import InputError
@@ -160,6 +159,3 @@ def ingest_files(
 def ingest_noaa_csv(source_path: Path, db_path: Path) -> IngestResult:
     """One MarineCadastre CSV (plain, .gz or .zip)."""
     return ingest_files("noaa_csv", [Path(source_path)], db_path)
-
-
-ingest_task = task(name="ingest")(ingest_files)

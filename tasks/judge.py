@@ -22,7 +22,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tasks.artifacts import quarantine_row, read_jsonl, write_jsonl, write_quarantine
@@ -151,11 +150,12 @@ def judge_examples(
     spec = runtime.teachers[0]
     _check_columns(examples, Path(in_path))
 
+    from tasks.documents import is_document
     from tasks.documents.teacher import document_judge_messages
     from tasks.llm.runner import WorkItem, run_items
 
     items = [WorkItem(ex["id"], spec.name,
-                      document_judge_messages(ex) if ex.get("domain") == "documents" else judge_messages(ex), 1, ex["category"],
+                      document_judge_messages(ex) if is_document(ex) else judge_messages(ex), 1, ex["category"],
                       parse=parse_judgement, reask=judge_reask_message) for ex in examples]
     summary = run_items(items, runtime, Path(cache_path), Path(ledger_path), progress=progress)
     results = {r.item_id: r for r in summary.results}
@@ -200,6 +200,3 @@ def judge_examples(
             f"examples are in {quarantine_path}. Check judge.llm base_url, key variable and model"
         )
     return stats
-
-
-judge_task = task(name="judge")(judge_examples)

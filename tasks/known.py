@@ -24,7 +24,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from prefect import task
 
 from tasks.artifacts import quarantine_row, read_jsonl, write_jsonl, write_quarantine
 from tasks.config import KnownConfig, StudentConfig, ValidateConfig
@@ -165,6 +164,3 @@ def known_examples(
             "reasons": {"already_known": len(rejected)} if rejected else {}, "checked": len(to_check) - skipped["prompt_too_long"],
             "skipped": sum(skipped.values()), "skip_reason": ", ".join(f"{k} ({v})" for k, v in sorted(skipped.items())) or None,
             "base_model": student.base_model, "device": device, "seconds": round(time.perf_counter() - started, 2)}
-
-
-known_task = task(name="known")(known_examples)

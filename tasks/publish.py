@@ -71,6 +71,11 @@ def write_version(examples: list[dict[str, Any]], quarantine: pd.DataFrame, mani
     return finish_manifest(manifest, examples, quarantine, staging)
 
 
+def _context_keys(example: dict[str, Any]) -> list[str]:
+    keys = example.get("context_split_keys")
+    return list(keys) if isinstance(keys, (list, tuple)) else list(json.loads(keys)) if isinstance(keys, str) and keys else []
+
+
 def publish_dataset(
     deduped_path: Path,
     quarantine_paths: list[Path],
@@ -109,7 +114,13 @@ def publish_dataset(
     held_out = [quarantine_row("split", "split_holdout", why, ex) for ex in carried + new
                 if (why := time_holdout(ex, ex["split"], cfg.time_cut))]
     held_ids = {r["record_id"] for r in held_out}
-    examples = [ex for ex in carried + new if ex["id"] not in held_ids]
+    # an example whose context shows another unit's text (a which-section question over sibling
+    # sections) leaves when that unit is on the other side: its text would be in both splits
+    crossing = [quarantine_row("split", "split_context_crosses", f"its context shows {k} ({splits[k]})", ex)
+                for ex in new if ex["id"] not in held_ids
+                if (k := next((k for k in _context_keys(ex) if splits.get(k, ex["split"]) != ex["split"]), None))]
+    crossing_ids = {r["record_id"] for r in crossing}
+    examples = [ex for ex in carried + new if ex["id"] not in held_ids | crossing_ids]
 
     # a train/eval near-duplicate pair loses its new member (published examples stay where they are);
     # when both are published (a review edit can do that), the eval one leaves
@@ -120,7 +131,7 @@ def publish_dataset(
             continue
         loser, other = (train_id, eval_id) if train_id in new_ids and eval_id not in new_ids else (eval_id, train_id)
         leaked[loser] = f"cosine {sim:.4f} to {other} on the other side of the split"
-    rejected += held_out + [quarantine_row("split", "split_near_duplicate", leaked[ex["id"]], ex)
+    rejected += held_out + crossing + [quarantine_row("split", "split_near_duplicate", leaked[ex["id"]], ex)
                             for ex in examples if ex["id"] in leaked]
     examples = [ex for ex in examples if ex["id"] not in leaked]
 
@@ -143,7 +154,8 @@ def publish_dataset(
     }, staging)
     replace_dir(staging, dataset_dir)
     return {"published": len(examples), "carried": manifest["version"]["carried"], "added": manifest["version"]["added"],
-            "parent": manifest["version"]["parent"], "id_repeats": len(rejected) - len(held_out) - len(leaked),
+            "parent": manifest["version"]["parent"], "id_repeats": len(rejected) - len(held_out) - len(crossing) - len(leaked),
+            "context_crossing_split": len(crossing),
             "held_out": sum(i in new_ids for i in held_ids), "held_out_carried": sum(i not in new_ids for i in held_ids),
             "leak_removed_new": sum(i in new_ids for i in leaked), "leak_removed_carried": sum(i not in new_ids for i in leaked),
             **{f"{k}_examples": v for k, v in manifest["splits"].items()},

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
 
 from tasks.catalogue import BUILDERS, FORMS
 from tasks.catalogue.base import (
@@ -315,6 +314,3 @@ def build_seeds(
 def read_seeds(path: Path) -> list[Seed]:
     with open(path) as fh:
         return [Seed(**json.loads(line)) for line in fh if line.strip()]
-
-
-seeds_task = task(name="build-seed-questions")(build_seeds)

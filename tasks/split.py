@@ -45,9 +45,11 @@ def assign_splits(examples: list[dict[str, Any]], cfg: SplitConfig, fixed: dict[
     out.update(fixed)
     vessels = [k for k in keys if _is_unit(k)]
     if any(k.startswith("doc:") for k in vessels) and len(vessels) < 2:
+        by_section = any("#" in k for k in vessels)
         raise InputError(
-            f"the dataset covers {len(vessels)} document section(s); a split by section needs at least 2 "
-            "(add documents, or set documents.split_by: section)"
+            f"the dataset covers {len(vessels)} document {'section' if by_section else 'file'}(s); a split by "
+            f"{'section' if by_section else 'document'} needs at least 2 ("
+            + ("add documents or sections" if by_section else "add documents, or set documents.split_by: section") + ")"
         )
     if len(vessels) < 2:
         raise InputError(

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-from prefect import task
 
 from tasks.artifacts import replace_dir
 from tasks.config import StageConfig
@@ -221,6 +220,3 @@ def stage_positions(db_path: Path, out_dir: Path, cfg: StageConfig | None = None
         clock.lap("parquet files")
     return StageResult(positions_path, quarantine_path, kept, rejected, days, Path(store_dir) if store_dir else None,
                        clock.seconds)
-
-
-stage_task = task(name="stage-positions")(stage_positions)

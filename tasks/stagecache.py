@@ -8,8 +8,12 @@ cannot hash turns caching off without a word. Here every stage is keyed on:
   CSV into a new run folder every night),
 - its config section(s) and other arguments, by value,
 - the SQL files it runs (`sql/`),
-- the code version: the package version and a digest of every tidewright module (coarse on purpose:
-  a stage's code reaches helpers in other modules through imports inside functions).
+- where it writes its outputs, relative to the run folder,
+- the code version: the package version and a digest of every module under tasks/ and flows/
+  (coarse on purpose: a stage's code reaches helpers in other modules through imports inside
+  functions). Not covered: code outside the package that a config names (a domain validator in
+  your own module) and the weights behind a model path: delete stage_cache/ or set
+  run.reuse_stages=false after changing those.
 
 An argument that cannot be hashed is a programming error (`StageCacheError`), not a silent miss.
 
@@ -40,7 +44,7 @@ from typing import Any
 
 import pandas as pd
 from prefect import task
-from prefect.cache_policies import CachePolicy
+from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
@@ -97,7 +101,7 @@ def path_digest(path: Path) -> str:
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """tidewright's version and a digest of its modules and bundled data (tasks/**)."""
+    """tidewright's version and a digest of its modules, flows and bundled data (tasks/**, flows/*.py)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -105,9 +109,10 @@ def code_version() -> str:
     except PackageNotFoundError:
         release = "unknown"
     h = _hasher()
-    for f in sorted(PACKAGE_ROOT.rglob("*")):
+    files = [*PACKAGE_ROOT.rglob("*"), *(PACKAGE_ROOT.parent / "flows").glob("*.py")]
+    for f in sorted(files):
         if f.is_file() and f.suffix in (".py", ".csv", ".j2", ".json", ".yaml") and "__pycache__" not in f.parts:
-            h.update(f"{f.relative_to(PACKAGE_ROOT).as_posix()}\0{file_digest(f)}\n".encode())
+            h.update(f"{f.relative_to(PACKAGE_ROOT.parent).as_posix()}\0{file_digest(f)}\n".encode())
     return f"{release}+{h.hexdigest()[:16]}"
 
 
@@ -174,6 +179,8 @@ class StageInputs(CachePolicy):
             if name in self.outputs:
                 if value is not None and not _inside(value, self.run_dir):
                     return None
+                if value is not None:  # where it writes: a restored file lands where this code reads it
+                    parts[f"{name}@"] = Path(value).resolve().relative_to(Path(self.run_dir).resolve()).as_posix()
                 if name not in self.updates:
                     continue
             if name in self.ignore:
@@ -285,8 +292,10 @@ class StageRunner:
         self.records: dict[str, StageRecord] = {}
         self._ran: set[str] = set()  # stages whose own code started (a failure before it is the cache's)
 
-    def _task(self, fn: Callable[..., Any], policy: StageInputs, complete: Callable[[Any], bool], refresh: bool):
-        run_dir, blobs, outputs, ran = self.run_dir, self.blobs, policy.outputs, self._ran
+    def _task(self, fn: Callable[..., Any], policy: StageInputs, complete: Callable[[Any], bool], refresh: bool,
+              cacheable: bool = True):
+        """The stage as a Prefect task. Not cacheable (no key): no persisted result and no blobs."""
+        run_dir, blobs, outputs, ran = self.run_dir, self.blobs, policy.outputs if cacheable else (), self._ran
 
         @wraps(fn)
         def body(*args: Any, **kwargs: Any) -> StageOutput:
@@ -306,6 +315,8 @@ class StageRunner:
             return StageOutput(value, files, str(run_dir), str(flow_run_id) if flow_run_id else None,
                                bool(complete(value)))
 
+        if not cacheable:
+            return task(name=policy.stage, cache_policy=NO_CACHE, persist_result=False)(body)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         return task(name=policy.stage, cache_policy=policy.configure(key_storage=self.cache_dir / "keys"), persist_result=True,
                     result_storage=self.cache_dir / "results",
@@ -344,7 +355,7 @@ class StageRunner:
                         submitted.wait()
                         state = submitted.state
                     else:
-                        state = self._task(fn, policy, complete, refresh)(*args, return_state=True, **kwargs)
+                        state = self._task(fn, policy, complete, refresh, key is not None)(*args, return_state=True, **kwargs)
                     output: StageOutput = state.result()
             except Exception as exc:
                 # failed before the stage's code started: Prefect could not read the cached result
@@ -384,8 +395,9 @@ class StageRunner:
         policy = StageInputs(stage=name, run_dir=str(self.run_dir), outputs=outputs, updates=updates, ignore=ignore,
                              uses_sql=uses_sql)
         self._ran.discard(name)
+        cacheable = policy.compute_key(None, _bind(fn, args, kwargs), {}) is not None  # type: ignore[arg-type]
         with storage_faults(self.cache_dir):
-            future = self._task(fn, policy, complete, False).submit(*args, **kwargs)
+            future = self._task(fn, policy, complete, False, cacheable).submit(*args, **kwargs)
         return lambda: self.run(name, fn, *args, outputs=outputs, updates=updates, ignore=ignore, uses_sql=uses_sql,
                                 complete=complete, submitted=future, **kwargs)
 

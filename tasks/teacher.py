@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
 
 from tasks.artifacts import quarantine_row, write_quarantine
 from tasks.catalogue import FORMS
 from tasks.catalogue.base import hhmm
 from tasks.config import TeacherConfig
+from tasks.documents import is_document
 from tasks.errors import TeacherError
 from tasks.seeds import Seed, read_seeds
 
@@ -322,10 +322,6 @@ def read_generation_seeds(path: Path) -> list[Any]:
     return read_seeds(path)
 
 
-def is_document(seed: Any) -> bool:
-    return getattr(seed, "domain", None) == "documents"
-
-
 def assign_teachers(seeds: list[Seed], cfg: TeacherConfig, generation_seed: int) -> dict[str, str]:
     """Seed id -> teacher name, by share; stable across runs (a hash of the seed, not its order)."""
     total = sum(t.share for t in cfg.teachers)
@@ -447,6 +443,3 @@ def generate_examples(
     return {"seeds": len(seeds), "generated": sum(teachers.values()), "rejected": len(rejected),
             "teacher": ", ".join(f"{k} ({v})" for k, v in sorted(teachers.items())), "per_teacher": teachers,
             "planted_errors": planted, "llm": llm}
-
-
-generate_task = task(name="generate-examples")(generate_examples)

@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
-from prefect import task
 
 from tasks.anomalies import read_vessel_type_max_speed
 from tasks.artifacts import quarantine_row, read_jsonl, write_jsonl, write_quarantine
 from tasks.catalogue.base import vessel_type_name
 from tasks.config import ValidateConfig
+from tasks.documents import is_document
 
 TIME_RE = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?(?:\s*([ap])\.?\s?m\b\.?)?", re.IGNORECASE)
 DATE_RE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
@@ -494,14 +494,10 @@ def _binding_error(text: str, numbers: list[NumberClaim], grounding: list[dict[s
     return None
 
 
-def is_document_example(example: dict[str, Any]) -> bool:
-    return example.get("domain") == "documents"
-
-
 def check_grounding(example: dict[str, Any], cfg: ValidateConfig, known: RunNames | None = None) -> Verdict:
     """The rules of the module docstring; known: the run's other vessel and port names. Document
     examples get the text grounding of tasks/documents/grounding.py instead."""
-    if is_document_example(example):
+    if is_document(example):
         from tasks.documents.grounding import TextGrounding
 
         return TextGrounding(cfg).check(example)
@@ -733,7 +729,7 @@ def _domain_steps(cfg: ValidateConfig) -> list[_Step]:
     from tasks.documents.validators import load_domain_validators
 
     def step(name: str, fn: Callable) -> _Step:
-        return _Step(name, lambda ex: fn(ex, corpus_for(ex) if is_document_example(ex) else None))
+        return _Step(name, lambda ex: fn(ex, corpus_for(ex) if is_document(ex) else None))
 
     return [step(name, fn) for name, fn in load_domain_validators(cfg.domain_validators)]
 
@@ -771,14 +767,14 @@ def _run(example: dict[str, Any], steps: list[_Step]) -> tuple[Verdict, list[str
 
 def validate_example(example: dict[str, Any], cfg: ValidateConfig, known: RunNames | None = None) -> Verdict:
     """Every enabled validator in order; the first drop decides."""
-    return _run(example, _steps(cfg, known, is_document_example(example)))[0]
+    return _run(example, _steps(cfg, known, is_document(example)))[0]
 
 
 def validate_examples(generated_path: Path, cfg: ValidateConfig, kept_path: Path, quarantine_path: Path,
                       embedding_cache: Path | None = None) -> dict[str, Any]:
     """embedding_cache: where document grounding keeps its MiniLM embeddings between runs."""
     examples = read_jsonl(generated_path)
-    documents = bool(examples) and all(is_document_example(ex) for ex in examples)
+    documents = bool(examples) and all(is_document(ex) for ex in examples)
     text_grounding = None
     if documents:
         from tasks.documents.grounding import PassageSimilarity, TextGrounding
@@ -804,6 +800,3 @@ def validate_examples(generated_path: Path, cfg: ValidateConfig, kept_path: Path
                   for s in steps]
     return {"input": len(examples), "kept": len(kept), "rejected": len(rejected), "reasons": dict(sorted(reasons.items())),
             "validators": validators, "planted_errors": planted, "planted_errors_caught": planted_caught}
-
-
-validate_task = task(name="validate-examples")(validate_examples)

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -182,11 +184,17 @@ def _settings(cfg: DocumentsConfig) -> dict[str, int]:
     return {"version": CHUNKER_VERSION, "chunk_chars": cfg.chunk_chars, "overlap_chars": cfg.overlap_chars}
 
 
+def _writer() -> str:
+    """A temporary-file suffix of this process and thread: runs of different lines share the store."""
+    return f"{os.getpid()}.{threading.get_ident()}"
+
+
 def chunk_corpus(folder: Path, cfg: DocumentsConfig, store_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Chunk every document of folder into out_dir (sections.jsonl, chunks.jsonl), re-chunking
     only files whose digest (or the chunker settings) changed since the store's manifest."""
     folder, store_dir, out_dir = Path(folder), Path(store_dir), Path(out_dir)
-    manifest_path = store_dir / "manifest.json"
+    # one manifest per corpus folder: document lines sharing a store never overwrite each other's
+    manifest_path = store_dir / "manifests" / f"{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]}.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"files": {}}
     settings = _settings(cfg)
     files: dict[str, Any] = {}
@@ -195,7 +203,8 @@ def chunk_corpus(folder: Path, cfg: DocumentsConfig, store_dir: Path, out_dir: P
     for path in corpus_files(folder):
         source_file = path.relative_to(folder).as_posix()
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        key = hashlib.sha256(json.dumps([digest, settings], sort_keys=True).encode()).hexdigest()[:20]
+        # the name too: stored rows carry source_file and chunk ids, so two identical files are two entries
+        key = hashlib.sha256(json.dumps([source_file, digest, settings], sort_keys=True).encode()).hexdigest()[:20]
         stored = store_dir / "chunks" / f"{key}.json"
         entry = manifest["files"].get(source_file)
         if entry and entry.get("key") == key and stored.is_file():
@@ -205,7 +214,7 @@ def chunk_corpus(folder: Path, cfg: DocumentsConfig, store_dir: Path, out_dir: P
         else:
             sections, chunks = chunk_file(path, source_file, digest, cfg)
             stored.parent.mkdir(parents=True, exist_ok=True)
-            tmp = stored.with_name(stored.name + ".tmp")
+            tmp = stored.with_name(f"{stored.name}.{_writer()}.tmp")
             tmp.write_text(json.dumps({"sections": sections, "chunks": chunks}))
             tmp.replace(stored)
             rechunked.append(source_file)
@@ -213,8 +222,8 @@ def chunk_corpus(folder: Path, cfg: DocumentsConfig, store_dir: Path, out_dir: P
         all_sections += sections
         all_chunks += chunks
     removed = sorted(set(manifest["files"]) - set(files))
-    store_dir.mkdir(parents=True, exist_ok=True)
-    tmp = manifest_path.with_name("manifest.json.tmp")
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = manifest_path.with_name(f"{manifest_path.name}.{_writer()}.tmp")
     tmp.write_text(json.dumps({"settings": settings, "files": files}, indent=2))
     tmp.replace(manifest_path)
     write_jsonl(all_sections, out_dir / "sections.jsonl")
@@ -225,7 +234,7 @@ def chunk_corpus(folder: Path, cfg: DocumentsConfig, store_dir: Path, out_dir: P
     index_path = store_dir / "index" / f"sections-{hashlib.sha256(content).hexdigest()[:20]}.jsonl"
     if not index_path.is_file():
         index_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = index_path.with_name(index_path.name + ".tmp")
+        tmp = index_path.with_name(f"{index_path.name}.{_writer()}.tmp")
         tmp.write_bytes(content)
         tmp.replace(index_path)
     return {"folder": str(folder), "files": len(files), "rechunked": rechunked, "reused": reused, "removed": removed,

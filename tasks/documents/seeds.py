@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prefect import task
 
 from tasks.artifacts import read_jsonl
 from tasks.config import DocumentsConfig
@@ -104,6 +103,9 @@ class DocumentSeed:
     split_key: str             # the split unit: doc:<file>#<section> (or doc:<file>)
     edge_case: str | None = None
     followups: list[dict[str, Any]] = field(default_factory=list)  # [{form, category, difficulty, item, grounding, instruction}]
+    # split units whose text the context also shows (which-section questions): publish keeps the
+    # example only when they all fall on its side of the split
+    context_split_keys: list[str] = field(default_factory=list)
     domain: str = "documents"
     mmsi: None = None          # the AIS seed's vessel: documents have none
 
@@ -272,7 +274,11 @@ def build_candidates(chunks: list[dict[str, Any]], cfg: DocumentsConfig, corpus_
     for c in chunks:
         by_file[c["source_file"]].append(c)
 
-    def make(form: str, item: dict[str, Any], chunk: dict[str, Any], context: str, edge: str | None = None) -> DocumentSeed:
+    def unit(chunk: dict[str, Any]) -> str:
+        return f"doc:{chunk['source_file']}" + (f"#{chunk['section_id']}" if cfg.split_by == "section" else "")
+
+    def make(form: str, item: dict[str, Any], chunk: dict[str, Any], context: str, edge: str | None = None,
+             shown: list[dict[str, Any]] | None = None) -> DocumentSeed:
         template, difficulty = FORMS[form]
         instruction = cfg.templates[template].instruction
         sid = seed_hash(form, chunk["chunk_id"], json.dumps(item, sort_keys=True))
@@ -280,7 +286,8 @@ def build_candidates(chunks: list[dict[str, Any]], cfg: DocumentsConfig, corpus_
             sid, template, difficulty, form, edge is None, chunk["source_file"], chunk["section_id"], chunk["title"],
             chunk["path"], [chunk["start"], chunk["end"]], chunk["file_digest"], chunk["text"],
             f"{context}\n\n{instruction}", item, item_grounding(form, item, chunk), corpus_index, cfg.system_prompt,
-            f"doc:{chunk['source_file']}" + (f"#{chunk['section_id']}" if cfg.split_by == "section" else ""), edge)
+            unit(chunk), edge,
+            context_split_keys=sorted({unit(c) for c in shown or []} - {unit(chunk)}))
 
     for chunk in chunks:
         excerpt = _excerpt(chunk)
@@ -314,10 +321,10 @@ def build_candidates(chunks: list[dict[str, Any]], cfg: DocumentsConfig, corpus_
         unique_title = sum(re.sub(r"^\d+(?:\.\d+)*\s+", "", c["title"]).lower() == title.lower() for c in shown) == 1
         if unique_title and not re.search(r"definitions|scope|general|purpose", title, re.IGNORECASE):
             out.append(make("which_section_topic", {"kind": "topic", "topic": title.lower(), "sentence": (sentences(_body(chunk)) or [""])[0]},
-                            chunk, context))
+                            chunk, context, shown=shown))
         for form, item in items:
             if form == "qa_definition":
-                out.append(make("which_section_term", item, chunk, context))
+                out.append(make("which_section_term", item, chunk, context, shown=shown))
             elif form == "qa_requirement":
                 out.append(make("which_section_limit", item, chunk, context))
             elif form == "compliance_violation":
@@ -447,6 +454,3 @@ def build_document_seeds(chunks_path: Path, corpus_index: Path, cfg: DocumentsCo
 
 def read_document_seeds(path: Path) -> list[DocumentSeed]:
     return [DocumentSeed(**row) for row in read_jsonl(path)]
-
-
-document_seeds_task = task(name="build-document-seeds")(build_document_seeds)

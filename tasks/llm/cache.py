@@ -63,6 +63,8 @@ def connect_cache(path: Path, what: str, **connect_args: Any) -> sqlite3.Connect
         db = sqlite3.connect(path, **connect_args)
         try:
             verdict = db.execute("pragma quick_check").fetchone()[0]
+        except sqlite3.OperationalError:
+            raise  # busy or locked by another run: not damage (moving it aside would lose that run's writes)
         except sqlite3.DatabaseError as exc:
             if storage_error(exc, path) is not None:
                 raise

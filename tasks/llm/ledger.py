@@ -81,8 +81,14 @@ def read_ledger(path: Path | str) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
+    lines = []
     with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        for line in fh:
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:  # blank, or the half-written last line of a killed run
+                continue
+    return lines
 
 
 class Ledger:
@@ -91,7 +97,10 @@ class Ledger:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        torn = self.path.exists() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n")
         self._fh = self.path.open("a", encoding="utf-8")
+        if torn:  # a killed run's half-written last line: the next line starts on its own
+            self._fh.write("\n")
         self.lines: list[dict[str, Any]] = []
 
     def record(

@@ -65,7 +65,7 @@ def test_counts_add_up_and_the_gate_caught_the_planted_errors(documents_run):
     by_stage = quarantine["stage"].value_counts().to_dict()
     gate = sum(by_stage.get(s, 0) for s in ("validate", "judge", "known", "dedup", "balance", "split"))
     assert stats["generate"]["generated"] == len(examples) + gate
-    assert stats["validate"]["planted_errors_caught"] == stats["validate"]["planted_errors"]
+    assert stats["validate"]["planted_errors_caught"] == stats["validate"]["planted_errors"] > 0
     assert stats["documents"]["files"] == 5 and stats["documents"]["sections"] > 30
     report = (run / "report.md").read_text()
     assert "(balanced)" in report and "edge cases" in report and "## Quality gate" in report

@@ -73,6 +73,9 @@ def test_an_unchanged_refresh_asks_the_teacher_nothing_and_reuses_every_stage_be
     first, second = three_runs["first"], three_runs["second"]
     assert first["requests"] > 0 and first["stats"]["generate"]["llm"]["calls"] > 0
     assert second["requests"] == 0
+    # what this run paid: nothing (the examples still cost what the first run paid to make them)
+    llm = second["stats"]["generate"]["llm"]
+    assert (llm["calls"], llm["cost_usd"]) == (0, 0.0) and llm["item_cost_usd"] == first["stats"]["generate"]["llm"]["item_cost_usd"] > 0
     reused = {name for name, r in second["stats"]["stages"].items() if r["reused"] and not name.endswith("of1")}
     # dedup and balance compare against the version the first run published, so they run again
     assert reused == set(BEFORE_SEEDS + FROM_SEEDS) - {"dedup-semantic", "balance"}

@@ -195,6 +195,14 @@ def test_split_keeps_each_section_on_one_side(generated, tmp_path):
     assert not set(manifest["sections"]["train"]) & set(manifest["sections"]["eval"])
     assert stats["train_sections"] == len(manifest["sections"]["train"]) and stats["eval_sections"] > 0
     assert manifest["leak_check"]["shared_split_keys"] == 0
+    # a which-section question shows sibling sections: none of their text crosses to the other side
+    side = {f"doc:{f}#{s}": sp for f, s, sp in examples[["source_file", "section_id", "split"]].itertuples(index=False)}
+    shown = [(list(keys), split) for keys, split in examples[["context_split_keys", "split"]].itertuples(index=False)
+             if keys is not None and len(keys)]
+    assert shown and all(side.get(k, split) == split for keys, split in shown for k in keys)
+    quarantine = pd.read_parquet(tmp_path / "dataset" / "quarantine.parquet")
+    crossed = quarantine[quarantine["reason"] == "split_context_crosses"]
+    assert len(crossed) == stats["context_crossing_split"] > 0
     # by whole document
     by_doc = [{**e, "split_key": f"doc:{e['source_file']}"} for e in generated]
     write_jsonl(by_doc, tmp_path / "by_doc.jsonl")

@@ -101,7 +101,7 @@ def test_a_teacher_that_answers_nothing_leaves_the_other_teachers_examples(prefe
     assert stats["per_teacher"] == {"template": stats["generated"]} and stats["generated"] > 0
     quarantine = pd.read_parquet(tmp_path / "run" / "work" / "quarantine_generate.parquet")
     assert stats["generated"] + len(quarantine) == stats["seeds"]
-    assert stats["llm"]["accepted"] == 0 and not out["stages"]["generate-examples"]["reused"]
+    assert stats["llm"]["accepted"] == 0 and stats["llm"]["calls"] > 0  # the failing teacher was asked, and failed
 
 
 def test_no_teacher_producing_anything_fails_the_run(prefect_server, seeds_path, tmp_path, monkeypatch):

@@ -64,13 +64,23 @@ def test_files_read_side_by_side_load_the_same_rows_as_one_after_another(prefect
     assert table(result.db_path, "select reason, count(*) from ingest_rejects group by 1 order by 1") == \
         table(tmp_path / "seq.duckdb", "select reason, count(*) from ingest_rejects group by 1 order by 1")
     names = [n for n in out["stages"] if n.startswith("read-")]
-    assert names == [f"read-1of2-{Path(files[0]).name}", f"read-2of2-{Path(files[1]).name}", "read-source-files"]
+    assert names == [f"read-{Path(files[0]).name}", f"read-{Path(files[1]).name}", "read-source-files"]
 
 
-def test_an_unchanged_file_is_not_decoded_again(prefect_server, tmp_path):
+def test_an_unchanged_file_is_not_decoded_again_when_one_changes_or_one_is_added(prefect_server, tmp_path):
     files = split_log(tmp_path)
     fanned("nmea", files, str(tmp_path), "r1")
     Path(files[1]).write_bytes(Path(files[1]).read_bytes() + b"!AIVDM,1,1,,A,bad,0*00\n")
     second = fanned("nmea", files, str(tmp_path), "r2")["stages"]
-    assert second["read-1of2-a.nmea"]["reused"] and not second["read-2of2-b.nmea"]["reused"]
+    assert second["read-a.nmea"]["reused"] and not second["read-b.nmea"]["reused"]
     assert second["read-source-files"]["note"] == "1 of 2 tasks reused"
+    # a new file sorted first: the others keep their tasks (named by file, not position)
+    extra = tmp_path / "0.nmea"
+    extra.write_bytes(NMEA_LOG.read_bytes()[:2000].rsplit(b"\n", 1)[0] + b"\n")
+    out = fanned("nmea", [str(extra), *files], str(tmp_path), "r3")
+    third = out["stages"]
+    assert not third["read-0.nmea"]["reused"] and third["read-a.nmea"]["reused"] and third["read-b.nmea"]["reused"]
+    sequential = ingest_files("nmea", [extra, *map(Path, files)], tmp_path / "seq3.duckdb", tmp_path / "seqwork3")
+    assert out["result"].per_file == sequential.per_file
+    query = "select * from typed_ais order by all"
+    assert table(out["result"].db_path, query) == table(tmp_path / "seq3.duckdb", query)

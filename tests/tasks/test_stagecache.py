@@ -86,6 +86,7 @@ def test_an_output_outside_the_run_folder_is_never_reused(root):
     one_run(root, "a", "hello", outside=True)
     second = one_run(root, "b", "hello", outside=True)
     assert CALLS == ["hello", "hello"] and second["record"]["key"] is None
+    assert not list((Path(root) / "stage_cache").rglob("blobs/*/*"))  # nothing stored that nothing could reuse
 
 
 def test_an_argument_that_cannot_be_keyed_is_an_error(root):
