@@ -111,7 +111,9 @@ def generate_in_batches(stages: StageRunner, cfg, work: Path, cache_path: Path, 
             stats = stages.run(f"generate-{batch.name}", generate_examples, batch.seeds_path, cfg.teacher, cfg.generate.seed,
                                batch.out("generated.jsonl"), cache_path, batch.out("ledger.jsonl"),
                                batch.out("quarantine.parquet"), progress=progress,
-                               outputs=("out_path", "ledger_path", "quarantine_path"), ignore=("cache_path", "progress"),
+                               # the ledger is what this run asked and paid: a reused batch asks nothing, so its
+                               # ledger is not restored (a resumed run keeps its own, tasks.rundir.kept_on_resume)
+                               outputs=("out_path", "quarantine_path"), ignore=("cache_path", "ledger_path", "progress"),
                                complete=llm_finished)
             record = stages.records[f"generate-{batch.name}"]
             return not_paid_again(stats, record.from_run) if record.reused else stats
@@ -247,7 +249,7 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
     update_stats(run_dir, "known", known)
     judged = stages.run("judge", judge_examples, work / "known.jsonl", cfg.judge, cfg.teacher, work / "judged.jsonl",
                         work / "quarantine_judge.parquet", cache_path, work / "judge_ledger.jsonl", progress=interactive,
-                        outputs=("out_path", "quarantine_path", "ledger_path"), ignore=("cache_path", "progress"),
+                        outputs=("out_path", "quarantine_path"), ignore=("cache_path", "ledger_path", "progress"),
                         complete=lambda stats: not stats.get("stopped") and not stats.get("unscored"))
     if stages.records["judge"].reused:
         judged = not_paid_again(judged, stages.records["judge"].from_run)

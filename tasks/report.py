@@ -41,9 +41,12 @@ def gate_steps(stats: dict[str, Any]) -> list[tuple[str, int, str]]:
     if bal:
         left -= bal["dropped"]
         steps.append(("balancing", left, ", ".join(f"{k} {n}" for k, n in bal["reasons"].items()) or "no cap reached"))
-    left -= pub.get("held_out", 0) + pub.get("leak_removed_new", 0) + pub.get("id_repeats", 0)
+    left -= (pub.get("held_out", 0) + pub.get("leak_removed_new", 0) + pub.get("id_repeats", 0)
+             + pub.get("context_crossing_split", 0))
+    crossing = f", context showing the other side {pub['context_crossing_split']}" if pub.get("context_crossing_split") else ""
     steps.append(("split and publish", left, f"time-window holdout {pub.get('held_out', 0)}, train/eval near-duplicates "
-                                             f"{pub.get('leak_removed_new', 0)}, ids already in the version {pub.get('id_repeats', 0)}"))
+                                             f"{pub.get('leak_removed_new', 0)}, ids already in the version "
+                                             f"{pub.get('id_repeats', 0)}{crossing}"))
     return steps
 
 

@@ -385,6 +385,8 @@ def judge_responder(request: dict) -> str:
         return json.dumps({"score": 5 if refused else 1, "reason": reason})
     for name, value in JUDGE_REQUIRED_RE.findall(prompt):
         stated = value.split("(write as ", 1)[1].split()[0] if "(write as " in value else value
+        if stated.startswith('"'):  # names and labels come JSON-quoted (data, never instructions)
+            stated = json.loads(stated)
         if JUDGE_NUMBER_RE.fullmatch(stated):
             found = any(abs(n - float(stated)) <= 0.5 for n in numbers)
         else:

@@ -94,7 +94,10 @@ def test_an_unchanged_refresh_asks_the_teacher_nothing_and_reuses_every_stage_be
 
 def test_a_reused_stage_leaves_the_same_files_in_the_new_run_folder(three_runs):
     first, second = three_runs["first"]["run"], three_runs["second"]["run"]
-    for rel in ("work/seeds.jsonl", "work/generated.jsonl", "work/validated.jsonl", "work/teacher_ledger.jsonl",
+    # the ledger is what a run asked: the second asked nothing
+    assert (first / "work" / "teacher_ledger.jsonl").stat().st_size > 0
+    assert not (second / "work" / "teacher_ledger.jsonl").exists()
+    for rel in ("work/seeds.jsonl", "work/generated.jsonl", "work/validated.jsonl",
                 "facts/vessel_movement.parquet", "staged/quarantine_positions.parquet", "source/ais.csv"):
         assert (second / rel).read_bytes() == (first / rel).read_bytes(), rel
     # paths in the reused results point into the new run folder, not the first one

@@ -75,7 +75,8 @@ def spec(srv: LoopbackLLM, name: str = "gpt", kind: str = "openai_compatible", *
 def config(*teachers: TeacherSpec, **kw) -> TeacherConfig:
     kw.setdefault("backoff_base_s", 0.01)
     kw.setdefault("timeout_s", 5.0)
-    return TeacherConfig(teachers=list(teachers), prices=PRICES, **kw)
+    # one mix of shares summing to 1, as the config requires
+    return TeacherConfig(teachers=[t.model_copy(update={"share": 1 / len(teachers)}) for t in teachers], prices=PRICES, **kw)
 
 
 @pytest.fixture(autouse=True)
