@@ -127,7 +127,7 @@ def _round_robin(pool: list[Seed], n: int, rng: np.random.Generator) -> list[See
     return taken
 
 
-def _split(total: int, shares: dict[str, float]) -> dict[str, int]:
+def apportion(total: int, shares: dict[str, float]) -> dict[str, int]:
     """Largest-remainder apportionment: the parts sum to total exactly."""
     weight = sum(shares.values())
     exact = {k: total * v / weight for k, v in shares.items()}
@@ -158,10 +158,10 @@ def sample_seeds(
 
     chosen: list[Seed] = []
     targets: dict[str, Any] = {}
-    for category, n_cat in sorted(_split(answerable_total, shares).items()):
+    for category, n_cat in sorted(apportion(answerable_total, shares).items()):
         levels = {d: cfg.difficulty_shares.get(d, 0) for d in DIFFICULTIES if cells.get((category, d))}
         levels = {d: w for d, w in levels.items() if w > 0}
-        per_level = _split(n_cat, levels) if levels else {}
+        per_level = apportion(n_cat, levels) if levels else {}
         taken_cat = 0
         for difficulty, n in sorted(per_level.items()):
             pool = cells[(category, difficulty)]

@@ -238,14 +238,15 @@ def to_example(seed: Seed, gen: Generation, generation_seed: int) -> dict[str, A
         "fact": json.dumps(facts[0] if len(facts) == 1 else facts, sort_keys=True),
         "grounding": json.dumps(example_grounding(seed)),
         "source_hash": seed.source_hash,
-        "teacher": gen.teacher,
-        "teacher_model": gen.model,
-        "prompt_version": gen.prompt_version,
-        "generation_seed": generation_seed,
-        "planted_error": gen.planted_error,
-        "tokens": json.dumps(gen.tokens) if gen.tokens else None,
-        "cost_usd": gen.cost_usd,
+        **generation_provenance(gen, generation_seed),
     }
+
+
+def generation_provenance(gen: Generation, generation_seed: int) -> dict[str, Any]:
+    """Who wrote an example and at what cost: the same fields for AIS and document examples."""
+    return {"teacher": gen.teacher, "teacher_model": gen.model, "prompt_version": gen.prompt_version,
+            "generation_seed": generation_seed, "planted_error": gen.planted_error,
+            "tokens": json.dumps(gen.tokens) if gen.tokens else None, "cost_usd": gen.cost_usd}
 
 
 TEACHER_SYSTEM_PROMPT = (

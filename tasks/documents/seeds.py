@@ -34,6 +34,7 @@ import numpy as np
 from tasks.artifacts import read_jsonl
 from tasks.config import DocumentsConfig
 from tasks.errors import InputError
+from tasks.seeds import apportion
 
 UNITS = (r"cubic metres per hour|nautical miles|per cent|knots|metres|minutes|hours|seconds|degrees|years|times")
 # What a value of each unit can physically be in a vessel's operations (inclusive bounds):
@@ -332,16 +333,6 @@ def build_candidates(chunks: list[dict[str, Any]], cfg: DocumentsConfig, corpus_
     return out
 
 
-def _split(total: int, shares: dict[str, float]) -> dict[str, int]:
-    """Largest-remainder apportionment: the parts sum to total exactly."""
-    weight = sum(shares.values())
-    exact = {k: total * v / weight for k, v in shares.items()}
-    parts = {k: int(np.floor(x)) for k, x in exact.items()}
-    for k in sorted(exact, key=lambda k: (parts[k] - exact[k], k))[: total - sum(parts.values())]:
-        parts[k] += 1
-    return parts
-
-
 def _round_robin(pool: list[DocumentSeed], n: int, rng: np.random.Generator) -> list[DocumentSeed]:
     """n seeds spread over form x source file: shuffle each stratum, then take one from each in turn."""
     strata: dict[tuple[str, str], list[DocumentSeed]] = defaultdict(list)
@@ -375,7 +366,7 @@ def sample_seeds(candidates: list[DocumentSeed], cfg: DocumentsConfig) -> tuple[
     targets: dict[str, Any] = {}
     shares = {k: v.share for k, v in cfg.templates.items() if v.share > 0}
     edge_shares = {k: v for k, v in cfg.edge_case_kinds.items() if v > 0}
-    for group, n in sorted((_split(n_answerable, shares) | (_split(n_edge, edge_shares) if edge_shares else {})).items()):
+    for group, n in sorted((apportion(n_answerable, shares) | (apportion(n_edge, edge_shares) if edge_shares else {})).items()):
         take = _round_robin(pools.get(group, []), n, rng)
         chosen += take
         targets[group] = {"target": n, "available": len(pools.get(group, [])), "taken": len(take)}

@@ -20,6 +20,7 @@ import numpy as np
 
 from tasks.config import TeacherConfig
 from tasks.documents.seeds import DocumentSeed, citation_text, fmt
+from tasks.teacher import generation_provenance
 
 PROMPT_VERSION = "documents-template-v1"
 LLM_PROMPT_VERSION = "documents-llm-v1"
@@ -246,13 +247,7 @@ def document_example(seed: DocumentSeed, gen, generation_seed: int) -> dict[str,
         "fact": json.dumps(fact, sort_keys=True),
         "grounding": json.dumps(seed.grounding),
         "source_hash": hashlib.md5(f"{seed.file_digest}|{seed.span[0]}|{seed.span[1]}".encode()).hexdigest(),
-        "teacher": gen.teacher,
-        "teacher_model": gen.model,
-        "prompt_version": gen.prompt_version,
-        "generation_seed": generation_seed,
-        "planted_error": gen.planted_error,
-        "tokens": json.dumps(gen.tokens) if gen.tokens else None,
-        "cost_usd": gen.cost_usd,
+        **generation_provenance(gen, generation_seed),
     }
 
 
