@@ -215,7 +215,10 @@ def stage_positions(db_path: Path, out_dir: Path, cfg: StageConfig | None = None
             con.execute("copy stg_ais_positions to $p (format parquet)", {"p": str(positions_path)})
         else:  # the run's positions are the day files it touched: linked, not written twice
             positions_path = link_days(Path(store_dir), days, out_dir / "positions")
-        con.execute("copy (select * from quarantine_positions order by stage, record_id) to $p (format parquet)",
+        # row groups bounded in bytes: quarantine rows carry their raw text, and an ordered copy
+        # holds a whole row group in memory (the default 122,880 rows overran a 128 MB cap)
+        con.execute("copy (select * from quarantine_positions order by stage, record_id) to $p "
+                    "(format parquet, row_group_size_bytes '16MB')",
                     {"p": str(quarantine_path)})
         clock.lap("parquet files")
     return StageResult(positions_path, quarantine_path, kept, rejected, days, Path(store_dir) if store_dir else None,

@@ -186,3 +186,14 @@ def test_noaa_zip_folder_and_glob_sources(tmp_path):
     assert staged.kept == 3
     with pytest.raises(InputError, match="matches no noaa_csv files"):
         source_files("noaa_csv", tmp_path / "src" / "*.parquet")
+
+
+@pytest.mark.parametrize(("limit", "threads"), [("128MB", 1), ("300MB", 2), ("512 MiB", 2), (None, None)])
+def test_a_small_memory_limit_means_fewer_duckdb_threads(tmp_path, limit, threads):
+    from tasks.sqlfiles import connect
+
+    with duckdb.connect() as plain:
+        default = plain.execute("select current_setting('threads')").fetchall()[0][0]
+    with connect(tmp_path / "x.duckdb", limit) as con:
+        got = con.execute("select current_setting('threads')").fetchall()[0][0]
+    assert got == (default if threads is None else min(threads, default))
