@@ -15,7 +15,14 @@ import pandas as pd
 
 from tasks.artifacts import QUARANTINE_COLUMNS
 from tasks.errors import InputError
-from tasks.sources.noaa import check_noaa_csv, malformed_rows, noaa_csv_view, read_parquet_source
+from tasks.sources.noaa import (
+    bare_carriage_return,
+    check_noaa_csv,
+    malformed_rows,
+    noaa_csv_view,
+    read_parquet_source,
+    without_bare_carriage_returns,
+)
 from tasks.sources.raw import NOAA_COLUMNS, SourceResult, check_source_file, create_raw_table
 from tasks.sqlfiles import connect, create_table_from_sql
 
@@ -121,13 +128,22 @@ def ingest_files(
     with connect(db_path, memory_limit) as con:
         if kind == "noaa_csv":
             by_csv = noaa_csv_view(files, con, work_dir)
+            cr_rejects: list[dict] = []
             try:
-                type_rows(con)
+                try:
+                    type_rows(con)
+                except duckdb.Error as exc:
+                    if not bare_carriage_return(exc):
+                        raise
+                    # a stray carriage return stopped the whole scan: quarantine its lines, read the rest
+                    replaced, cr_rejects = without_bare_carriage_returns(files, work_dir)
+                    by_csv = noaa_csv_view(files, con, work_dir, read_instead=replaced)
+                    type_rows(con)
             except duckdb.Error as exc:
                 first = str(exc).splitlines()[0]
                 raise InputError(f"AIS files {', '.join(map(str, files))} cannot be read as CSV ({first}); "
                                  "check they are MarineCadastre CSVs") from None
-            rejects = malformed_rows(con, by_csv)
+            rejects = cr_rejects + malformed_rows(con, by_csv)
             loaded_by_file = dict(con.execute("select source_file, count(*) from typed_ais group by 1").fetchall())
             bad_by_file = Counter(json.loads(r["payload"])["source_file"] for r in rejects)
             for path in files:

@@ -54,17 +54,20 @@ def _literal(text: str) -> str:
 
 
 def noaa_csv_view(files: list[Path], con: duckdb.DuckDBPyConnection, work_dir: Path | None = None,
-                  view: str = "raw_ais") -> dict[str, Path]:
+                  view: str = "raw_ais", read_instead: dict[Path, Path] | None = None) -> dict[str, Path]:
     """Make `view` the raw contract over MarineCadastre CSV files (plain, .gz, .zip): the files are
     read where they lie, never copied into the database. Files with the same header share one
     parallel reader; columns are typed VARCHAR by name in each header's own order. Lines that are
     not a row of the header's width (an unquoted comma in a name, a cut-off line, bytes that are
     not UTF-8) land in the temp tables csv_reject_errors / csv_reject_scans whenever the view is
-    scanned (see malformed_rows). Returns {CSV path read: source file} (a .zip reads its extracted CSV)."""
+    scanned (see malformed_rows). Returns {CSV path read: source file} (a .zip reads its extracted CSV).
+    read_instead: source file -> the CSV to read in its place (see without_bare_carriage_returns)."""
     groups: dict[tuple[str, ...], list[tuple[Path, Path]]] = {}
     for path in map(Path, files):
         csv_path = path
-        if path.suffix == ".zip":
+        if read_instead and path in read_instead:
+            csv_path = read_instead[path]
+        elif path.suffix == ".zip":
             csv_path = open_zip_csv(path, Path(work_dir or path.parent) / "unzipped")
         header = tuple(check_noaa_csv(csv_path))
         groups.setdefault(header, []).append((path, csv_path))
@@ -86,6 +89,56 @@ def noaa_csv_view(files: list[Path], con: duckdb.DuckDBPyConnection, work_dir: P
         )
     con.execute(f'create or replace view "{view}" as ' + "\nunion all\n".join(selects))
     return {str(csv): src for members in groups.values() for src, csv in members}
+
+
+def bare_carriage_return(error: duckdb.Error) -> bool:
+    """DuckDB's CSV reader stops a whole scan ("state machine reached an invalid state") at a
+    carriage return outside quotes that does not end a line; such a file is read again through
+    without_bare_carriage_returns."""
+    return "invalid state" in str(error)
+
+
+def without_bare_carriage_returns(files: list[Path], work_dir: Path) -> tuple[dict[Path, Path], list[dict]]:
+    """For each file holding a line with a carriage return outside quotes that does not end the
+    line, a copy in work_dir/cr_free/ with that line left empty (same line ending; DuckDB skips
+    empty lines, so the other lines keep their numbers) and a quarantine row (malformed_csv_row)
+    carrying the line as read. A carriage return inside a quoted field is CSV and stays. Returns
+    ({source: copy}, quarantine rows). Only called after DuckDB refused a scan: one streaming pass
+    per file, memory bounded by a line."""
+    replaced: dict[Path, Path] = {}
+    rejects: list[dict] = []
+    for source in map(Path, files):
+        path = open_zip_csv(source, Path(work_dir) / "unzipped") if source.suffix == ".zip" else source
+        target = Path(work_dir) / "cr_free" / f"{len(replaced)}-{Path(path.name).stem}.csv"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        found: list[dict] = []
+        in_quotes = False  # a quoted field may run over lines
+        with open_binary(path) as fh, open(target, "wb") as out:
+            for number, line in enumerate(fh, start=1):
+                ending = b"\r\n" if line.endswith(b"\r\n") else b"\n" if line.endswith(b"\n") else b""
+                body = line[: len(line) - len(ending)]
+                bare = False
+                for k, piece in enumerate(body.split(b'"')):
+                    if k:
+                        in_quotes = not in_quotes
+                    bare = bare or (not in_quotes and b"\r" in piece)
+                if bare:
+                    text = body.decode("utf-8", errors="replace")
+                    found.append(quarantine_row("ingest", "malformed_csv_row", "carriage return inside the line",
+                                                {"id": f"{source.name}:line:{number}", "mmsi": text.split(",", 1)[0],
+                                                 "source_file": str(source), "csv_line": text}))
+                    line, in_quotes = ending or b"\n", False
+                out.write(line)
+        if found:
+            replaced[source] = target
+            rejects.extend(found)
+        else:
+            target.unlink()
+    return replaced, rejects
+
+
+def open_binary(path: Path):
+    return gzip.open(path, "rb") if Path(path).name.endswith(".gz") else open(path, "rb")
 
 
 def malformed_rows(con: duckdb.DuckDBPyConnection, by_csv: dict[str, Path]) -> list[dict]:

@@ -197,3 +197,27 @@ def test_a_small_memory_limit_means_fewer_duckdb_threads(tmp_path, limit, thread
     with connect(tmp_path / "x.duckdb", limit) as con:
         got = con.execute("select current_setting('threads')").fetchall()[0][0]
     assert got == (default if threads is None else min(threads, default))
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_stray_carriage_return_quarantines_its_line_not_the_file(tmp_path, ending, gz):
+    import gzip
+
+    rows = [noaa_row(mmsi=str(366000001 + i), ts=f"2024-01-15T00:0{i}:00") for i in range(7)]
+    rows[1][7] = "BARE\rCR"              # file line 3: a carriage return outside quotes
+    rows[2][7] = '"QUOTED\rCR"'          # file line 4: inside quotes, a legal CSV field
+    rows[4] = rows[4] + ["extra"]        # file line 6: one field too many
+    data = ending.join([",".join(NOAA_HEADER).encode()] + [",".join(r).encode() for r in rows]) + ending
+    path = tmp_path / ("ais.csv.gz" if gz else "ais.csv")
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+    result = ingest_noaa_csv(path, tmp_path / "w.duckdb")
+
+    assert (result.rows, result.malformed) == (7, 2)
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        rejects = dict(con.execute("select record_id, payload from ingest_rejects").fetchall())
+        names = dict(con.execute("select mmsi, vessel_name from typed_ais").fetchall())
+    assert set(rejects) == {f"{path.name}:line:3", f"{path.name}:line:6"}
+    assert json.loads(rejects[f"{path.name}:line:3"])["csv_line"].split(",")[7] == "BARE\rCR"
+    assert names[366000003] == "QUOTED\rCR" and len(names) == 5
