@@ -12,8 +12,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
+from flows.params import flow_config
 from tasks.balance import balance_examples
-from tasks.config import PipelineOverrides, load_config, overrides_dict
+from tasks.config import PipelineOverrides, overrides_dict, validate_overrides
 from tasks.dedup import dedup_examples
 from tasks.documents.chunk import chunk_task
 from tasks.documents.corpus import write_example_corpus
@@ -207,12 +208,12 @@ def document_seeds(cfg, run_dir: Path, stages: StageRunner, log) -> tuple[str, d
     return f"documents {folder}", seeds, []
 
 
-@flow(name="refresh", on_completion=[release_dataset_line], on_failure=[release_dataset_line],
+@flow(name="refresh", validate_parameters=False, on_completion=[release_dataset_line], on_failure=[release_dataset_line],
       on_crashed=[release_dataset_line], on_cancellation=[release_dataset_line])
 def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = None, run_id: str | None = None) -> str:
     """Build and publish a verified dataset into runs/<run-id>/dataset; returns the run folder."""
     log = get_run_logger()
-    cfg = load_config(config, overrides)
+    cfg = flow_config(config, overrides)
     check_api_keys(cfg)  # before the run folder: a missing key is a config error, not a failed run
     # one refresh of a dataset line at a time (a second one fails fast naming the first); the hooks release it
     run_dir = create_run_dir(cfg, hold_dataset_line(cfg, run_id, cfg.run.lock_wait_s).run_id)
@@ -223,7 +224,7 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
 
     source = document_seeds if cfg.source.kind == "documents" else ais_seeds
     source_label, seeds, source_quarantine = source(cfg, run_dir, stages, log)
-    update_stats(run_dir, "run", {"config": config, "overrides": overrides_dict(overrides), "source": source_label})
+    update_stats(run_dir, "run", {"config": config, "overrides": overrides_dict(validate_overrides(overrides)), "source": source_label})
     update_stats(run_dir, "seeds", seeds)
     work = run_dir / "work"
     cache_path = cfg.teacher.cache_path or Path(cfg.run.runs_dir) / "teacher_cache.sqlite"

@@ -8,7 +8,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from tasks.config import PipelineOverrides, load_config
+from flows.params import flow_config
+from tasks.config import PipelineOverrides
 from tasks.review import export_review_task, import_review_task
 from tasks.report import write_report
 from tasks.rundir import resolve_run_dir, update_stats
@@ -16,11 +17,11 @@ from tasks.rundir import resolve_run_dir, update_stats
 DEFAULT_CONFIG = "pipeline_configs/maritime_ais.yaml"
 
 
-@flow(name="review-export")
+@flow(name="review-export", validate_parameters=False)
 def review_export(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = None, run_dir: str | None = None) -> dict:
     """Write runs/<id>/review/review_sample.{csv,jsonl} and README.md: review.share of the examples not yet reviewed."""
     log = get_run_logger()
-    cfg = load_config(config, overrides)
+    cfg = flow_config(config, overrides)
     run = resolve_run_dir(run_dir, cfg)
     stats = export_review_task(run / "dataset", cfg.review, run / "review")
     log.info("review sample: %d of %d examples (%d not yet reviewed) in %s", stats["sampled"], stats["examples"],
@@ -28,12 +29,12 @@ def review_export(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | N
     return stats
 
 
-@flow(name="review-import")
+@flow(name="review-import", validate_parameters=False)
 def review_import(decisions: str, config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = None,
                   run_dir: str | None = None) -> dict:
     """Apply a filled-in review sample (CSV or JSONL) to runs/<id>/dataset."""
     log = get_run_logger()
-    cfg = load_config(config, overrides)
+    cfg = flow_config(config, overrides)
     run = resolve_run_dir(run_dir, cfg)
     stats = import_review_task(run / "dataset", Path(decisions), cfg.review, cfg.validate_)
     if stats["changed"]:

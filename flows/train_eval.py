@@ -11,8 +11,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from flows.params import flow_config
 from flows.refresh import artifact_key, report_artifact
-from tasks.config import PipelineConfig, PipelineOverrides, load_config
+from tasks.config import PipelineConfig, PipelineOverrides
 from tasks.evaluate import (
     DEFAULT_TASK_NAME,
     METRICS,
@@ -99,13 +100,13 @@ def run_gate(cfg: PipelineConfig, run: Path, base_model: str, base_scores: dict[
     return verdict
 
 
-@flow(name="train-evaluate")
+@flow(name="train-evaluate", validate_parameters=False)
 def train_evaluate(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = None, run_dir: str | None = None) -> dict:
     """Gate on the first examples, fine-tune the student on runs/<id>/dataset, score base vs tuned
     vs teacher with lm-eval, and price both. Stops after the gate (with the report saying which
     categories failed) when the tuned student does not beat the base by gate.margin."""
     log = get_run_logger()
-    cfg = load_config(config, overrides)
+    cfg = flow_config(config, overrides)
     run = resolve_run_dir(run_dir, cfg)
     dataset, eval_dir = run / "dataset", run / "eval"
     teacher = cfg.eval_teacher()

@@ -234,6 +234,7 @@ DEFAULT_PRICES: dict[str, dict[str, float]] = {
 
 
 _KEYLIKE_RE = re.compile(r"\b(?:sk|pk|rk|key)-[A-Za-z0-9_\-]{6,}")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Price(Section):
@@ -269,7 +270,7 @@ class TeacherSpec(Section):
             raise ValueError(f"teacher {self.name!r} ({self.kind}) needs model: the model id the API serves")
         if self.kind == "openai_compatible" and not self.base_url:
             raise ValueError(f"teacher {self.name!r} (openai_compatible) needs base_url, e.g. http://localhost:8000/v1")
-        if self.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
+        if self.api_key_env is not None and not _ENV_NAME_RE.fullmatch(self.api_key_env):
             raise ValueError(
                 f"teacher {self.name!r}: api_key_env must be the NAME of an environment variable "
                 "(e.g. OPENAI_API_KEY), never the key itself"
@@ -594,7 +595,7 @@ class JudgeConfig(Section):
         if isinstance(data, dict) and isinstance(data.get("llm"), dict):
             llm = {**JUDGE_LLM_DEFAULTS, **data["llm"]}
             # a key pasted where the variable NAME belongs: the config error that follows echoes its input
-            if isinstance(llm.get("api_key_env"), str) and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", llm["api_key_env"]):
+            if isinstance(llm.get("api_key_env"), str) and not _ENV_NAME_RE.fullmatch(llm["api_key_env"]):
                 llm["api_key_env"] = "[redacted]"
             data = {**data, "llm": llm}
         return data
@@ -850,24 +851,86 @@ def _dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+def _problems(exc: ValidationError) -> list[str]:
+    """One "field: what is wrong" per error; never the value of a teacher field (a key pasted
+    where a variable NAME belongs would be logged)."""
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{where}: unknown key (check the spelling; see pipeline_configs/maritime_ais.yaml)")
+        elif err["loc"][:1] == ("teacher",) or "api_key_env" in map(str, err["loc"]):
+            problems.append(f"{where}: {_KEYLIKE_RE.sub('[redacted]', msg)}")
+        elif isinstance(err.get("input"), dict):  # a section's own rule: its message names the fields
+            problems.append(f"{where}: {msg}")
+        elif isinstance(err.get("input"), str) and _KEYLIKE_RE.search(err["input"]):
+            problems.append(f"{where}: {msg} (got a value shaped like an API key, not shown)")
+        else:
+            problems.append(f"{where}: {msg} (got {err.get('input')!r})")
+    return problems
+
+
 def parse_config(data: dict[str, Any], origin: str = "config") -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                problems.append(f"{where}: unknown key (check the spelling; see pipeline_configs/maritime_ais.yaml)")
-            elif err["loc"][:1] == ("teacher",):
-                # never echo teacher input: a key pasted where a variable NAME belongs would be logged
-                problems.append(f"{where}: {_KEYLIKE_RE.sub('[redacted]', msg)}")
-            elif isinstance(err.get("input"), dict):  # a section's own rule: its message names the fields
-                problems.append(f"{where}: {msg}")
-            else:
-                problems.append(f"{where}: {msg} (got {err.get('input')!r})")
-        raise ConfigError(f"{origin}: " + "; ".join(problems)) from None
+        raise ConfigError(f"{origin}: " + "; ".join(_problems(exc))) from None
+
+
+def pasted_keys(overrides: BaseModel | dict[str, Any] | None) -> list[str]:
+    """Dotted paths of the override values that look like an API key: an api_key_env that is not
+    the NAME of an environment variable, or any text shaped like a key (sk-..., key-...)."""
+    if isinstance(overrides, BaseModel):
+        overrides = overrides.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    found: list[str] = []
+
+    def walk(node: Any, path: list[str]) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, [*path, str(key)])
+        elif isinstance(node, list | tuple):
+            for index, value in enumerate(node):
+                walk(value, [*path, str(index)])
+        elif isinstance(node, str):
+            field = path[-1].rsplit(".", 1)[-1] if path else ""
+            if (field == "api_key_env" and not _ENV_NAME_RE.fullmatch(node)) or _KEYLIKE_RE.search(node):
+                found.append(".".join(path))
+
+    walk(overrides, [])
+    return found
+
+
+def redact_paths(data: Any, paths: list[str]) -> Any:
+    """A copy of nested data with the values at `paths` (as pasted_keys returns them) replaced by
+    "[redacted]"; a path that does not resolve leaves the data as it is."""
+    if not paths:
+        return data
+
+    def walk(node: Any, path: list[str]) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, [*path, str(k)]) for k, v in node.items()}
+        if isinstance(node, list | tuple):
+            return [walk(v, [*path, str(i)]) for i, v in enumerate(node)]
+        return "[redacted]" if ".".join(path) in paths else node
+
+    return walk(data, [])
+
+
+def validate_overrides(overrides: BaseModel | dict[str, Any] | None) -> BaseModel | None:
+    """A flow's overrides parameter (a dict from the UI form, a deployment or a caller; dotted or
+    nested keys) as PipelineOverrides, every field checked against its type and bounds; errors name
+    the field and never echo a key. The flows validate here, not through Prefect's parameter
+    validation, whose log line repeats every rejected value."""
+    if overrides is None or isinstance(overrides, BaseModel):
+        return overrides
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"overrides must be a mapping of config sections such as {{'train': {{'max_steps': 10}}}}, "
+                          f"not a {type(overrides).__name__}")
+    try:
+        return PipelineOverrides.model_validate(overrides)
+    except ValidationError as exc:
+        raise ConfigError("overrides: " + "; ".join(_problems(exc))) from None
 
 
 def load_config(path: str | Path | None = None, overrides: BaseModel | dict[str, Any] | None = None) -> PipelineConfig:

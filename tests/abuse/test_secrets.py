@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,19 @@ def api_text(flow_run_ids: list) -> str:
         parts += [log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids)))]
         parts += [a.model_dump_json() for a in client.read_artifacts(flow_run_filter=runs)]
         parts += [t.model_dump_json() for t in client.read_task_runs(flow_run_filter=runs)]
+        # events (state changes carry the flow run as a resource; the server stores them a few
+        # seconds late): every page, the runs' own events, waiting until each run has some
+        ids = [str(i) for i in flow_run_ids]
+        deadline = time.monotonic() + 30
+        while True:
+            events, page = [], client.read_events(limit=50)
+            while page is not None:
+                events += [e for e in (event.model_dump_json() for event in page.events) if any(i in e for i in ids)]
+                page = client.read_events_page(page.next_page) if page.next_page else None
+            if all(any(i in e for e in events) for i in ids) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        parts += events
     return "\n".join(parts)
 
 
@@ -135,3 +149,34 @@ def test_a_key_pasted_into_the_config_is_refused_without_echoing_it(prefect_serv
     assert_no_key(out.stdout + out.stderr, "the refused run's error")
     # refused before Prefect started: nothing reached the API
     assert flow_runs_since(before) == []
+
+
+@pytest.mark.parametrize("flow_name", ["refresh", "end_to_end", "train_evaluate", "review_export"])
+def test_a_key_pasted_into_a_flows_overrides_is_redacted_from_the_flow_run(prefect_server, tmp_path, flow_name):
+    """A direct or deployment call gives Prefect the parameters before the flow's code runs, so the
+    flow run holds them; the flow must fail naming the field and leave the key in no parameter,
+    state message or log."""
+    from flows.end_to_end import end_to_end
+    from flows.refresh import refresh
+    from flows.review import review_export
+    from flows.train_eval import train_evaluate
+    from tasks.errors import ConfigError
+
+    flow = {"refresh": refresh, "end_to_end": end_to_end, "train_evaluate": train_evaluate,
+            "review_export": review_export}[flow_name]
+    key = KEYS["TW_SECRET_OPENAI_KEY"]
+    overrides = {"run": {"runs_dir": str(tmp_path / "runs")},
+                 "teacher": {"teachers": [{"name": "gpt", "kind": "openai", "model": "gpt-4o", "api_key_env": key}]},
+                 "judge": {"llm": {"name": "judge", "kind": "openai", "model": "gpt-4o-mini", "api_key_env": "OK_NAME",
+                                    "base_url": key}}}
+    before = all_flow_run_ids()
+    with pytest.raises(ConfigError) as err:
+        flow(overrides=overrides)
+    assert "teacher.teachers.0.api_key_env" in str(err.value) and "judge.llm.base_url" in str(err.value)
+    assert_no_key(str(err.value), "the error")
+    runs = flow_runs_since(before)
+    assert runs, "the flow run was created (its parameters are what must be cleaned)"
+    text = api_text(runs)
+    assert "[redacted]" in text and "gpt-4o-mini" in text  # the rest of the parameters stay readable
+    assert "prefect.flow-run.Failed" in text  # its events were read too
+    assert_no_key(text, "the Prefect API")
