@@ -13,6 +13,7 @@ from tasks.config import PipelineOverrides
 from tasks.review import export_review_task, import_review_task
 from tasks.report import write_report
 from tasks.rundir import resolve_run_dir, update_stats
+from tasks.versions import DatasetLineLock, lineage_of, read_manifest
 
 DEFAULT_CONFIG = "pipeline_configs/maritime_ais.yaml"
 
@@ -36,14 +37,18 @@ def review_import(decisions: str, config: str = DEFAULT_CONFIG, overrides: Pipel
     log = get_run_logger()
     cfg = flow_config(config, overrides)
     run = resolve_run_dir(run_dir, cfg)
-    stats = import_review_task(run / "dataset", Path(decisions), cfg.review, cfg.validate_)
-    if stats["changed"]:
-        log.info("review import: accepted %d, rejected %d, edited %d (forced %d), not reviewed %d, already applied %d",
-                 stats["accepted"], stats["rejected"], stats["edited"], stats["forced_edits"], stats["not_reviewed"],
-                 stats["unchanged"])
-        refresh_run_counts(run, stats)
-    else:
-        log.info("review import: every decision in %s is already in the dataset; nothing changed", decisions)
+    # the version's own line, locked like a refresh: a refresh of that line never reads it half-rewritten
+    line = (read_manifest(run / "dataset") or {}).get("version", {}).get("lineage") or lineage_of(cfg)
+    with DatasetLineLock(run.parent, line).acquire(cfg.run.lock_wait_s) as lock:
+        lock.claim(run.name, activity="review import into")
+        stats = import_review_task(run / "dataset", Path(decisions), cfg.review, cfg.validate_)
+        if stats["changed"]:
+            log.info("review import: accepted %d, rejected %d, edited %d (forced %d), not reviewed %d, already applied %d",
+                     stats["accepted"], stats["rejected"], stats["edited"], stats["forced_edits"], stats["not_reviewed"],
+                     stats["unchanged"])
+            refresh_run_counts(run, stats)
+        else:
+            log.info("review import: every decision in %s is already in the dataset; nothing changed", decisions)
     return stats
 
 

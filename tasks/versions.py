@@ -33,7 +33,7 @@ def lineage_of(cfg: PipelineConfig) -> str:
     return cfg.run.domain
 
 
-def _manifest(dataset_dir: Path) -> dict[str, Any] | None:
+def read_manifest(dataset_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads((dataset_dir / "manifest.json").read_text())
     except (OSError, ValueError):
@@ -49,7 +49,7 @@ def latest_version(runs_dir: Path, lineage: str, exclude: Path | None = None) ->
             continue  # runs/latest: the same version under another name
         if exclude is not None and dataset_dir.parent.resolve() == Path(exclude).resolve():
             continue
-        version = (_manifest(dataset_dir) or {}).get("version") or {}
+        version = (read_manifest(dataset_dir) or {}).get("version") or {}
         if version.get("lineage") == lineage and version.get("published_at"):
             key = (version["published_at"], dataset_dir.parent.name)
             if best is None or key > (best[0], best[1].parent.name):
@@ -103,8 +103,9 @@ _held: dict[str, "DatasetLineLock"] = {}  # flow run id (or "") -> the line lock
 
 
 class DatasetLineLock:
-    """An exclusive lock on one dataset line (`<runs_dir>/.locks/<line>.lock`), held from before the
-    run folder is made until the flow ends: two refreshes of a line never interleave their writes.
+    """An exclusive lock on one dataset line (`<runs_dir>/.locks/<line>.lock`), held by a refresh from
+    before the run folder is made until the flow ends, and by a review import while it rewrites a
+    version: two writers of a line never interleave.
 
     flock(2): the kernel drops the lock when the holder's process dies (SIGKILL included), so a
     crashed run never leaves a stale lock behind. The file names the holder (run id, pid, host,
@@ -124,7 +125,8 @@ class DatasetLineLock:
             info = {}
         if not info:
             return "another refresh"
-        return f"run {info.get('run_id')} (pid {info.get('pid')} on {info.get('host')}, since {info.get('started_at')})"
+        return (f"{info.get('activity', 'refresh')} run {info.get('run_id')} "
+                f"(pid {info.get('pid')} on {info.get('host')}, since {info.get('started_at')})")
 
     def acquire(self, wait_s: float = 0.0, poll_s: float = 0.2) -> "DatasetLineLock":
         """Take the lock, waiting up to wait_s seconds, or raise RunLockedError naming the holder."""
@@ -142,18 +144,18 @@ class DatasetLineLock:
                     fh.close()
                     waited = f" after waiting {wait_s:g} s" if wait_s else ""
                     raise RunLockedError(
-                        f"dataset line {self.lineage} is being refreshed by {holder}{waited}; lock {self.path}. "
+                        f"dataset line {self.lineage} is in use by the {holder}{waited}; lock {self.path}. "
                         "Let that run finish (or stop it) and start this one again"
                     ) from None
                 time.sleep(poll_s)
         self._fh = fh
         return self
 
-    def claim(self, run_id: str) -> None:
-        """Name run_id as the holder (what a refresh that finds the line locked prints)."""
+    def claim(self, run_id: str, activity: str = "refresh") -> None:
+        """Name run_id as the holder (what a run that finds the line locked prints)."""
         self._fh.seek(0)
         self._fh.truncate()
-        self._fh.write(json.dumps({"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
+        self._fh.write(json.dumps({"run_id": run_id, "activity": activity, "pid": os.getpid(), "host": socket.gethostname(),
                                    "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
         self._fh.flush()
         self.run_id = run_id

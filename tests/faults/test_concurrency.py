@@ -50,7 +50,7 @@ def test_the_lock_waits_a_bounded_time_and_names_its_holder(tmp_path):
     holder = DatasetLineLock(tmp_path, "ais").acquire()
     holder.claim("nightly-0200")
     started = time.monotonic()
-    with pytest.raises(RunLockedError, match=r"dataset line ais is being refreshed by run nightly-0200 \(pid \d+ .*after waiting 0.3 s; lock .*ais\.lock"):
+    with pytest.raises(RunLockedError, match=r"dataset line ais is in use by the refresh run nightly-0200 \(pid \d+ .*after waiting 0.3 s; lock .*ais\.lock"):
         DatasetLineLock(tmp_path, "ais").acquire(wait_s=0.3, poll_s=0.05)
     assert 0.3 <= time.monotonic() - started < 2
     threading.Timer(0.3, holder.release).start()
@@ -111,3 +111,32 @@ def test_readers_never_see_a_half_written_version(api_url, tmp_path):
     reader.join()
     assert problems == []
     assert len(set(seen)) == 2, seen  # both versions were read, whole
+
+
+def test_a_review_import_waits_for_the_refresh_holding_its_line(api_url, tmp_path, monkeypatch):
+    from flows.review import review_import
+
+    monkeypatch.setenv("PREFECT_API_URL", api_url)
+    runs = tmp_path / "runs"
+    dataset = runs / "v1" / "dataset"
+    dataset.mkdir(parents=True)
+    manifest = json.dumps({"version": {"lineage": "faults", "run_id": "v1"}, "examples": 0})
+    (dataset / "manifest.json").write_text(manifest)
+    for split in ("train", "eval"):
+        (dataset / f"{split}.jsonl").write_text("")
+    decisions = tmp_path / "review_sample.csv"
+    decisions.write_text("id,decision\n")
+    config = small_config(tmp_path / "r.yaml", runs, run={"lock_wait_s": 0.2})
+    holder = DatasetLineLock(runs, "faults").acquire()
+    holder.claim("nightly-0200")
+    try:
+        with pytest.raises(RunLockedError, match=r"dataset line faults is in use by the refresh run nightly-0200 .*after waiting 0.2 s"):
+            review_import(decisions=str(decisions), config=str(config), run_dir=str(runs / "v1"))
+    finally:
+        holder.release()
+    assert (dataset / "manifest.json").read_text() == manifest
+    # and the import names itself to a refresh that comes while it holds the line
+    with DatasetLineLock(runs, "faults").acquire() as lock:
+        lock.claim("v1", activity="review import into")
+        with pytest.raises(RunLockedError, match=r"in use by the review import into run v1 \(pid"):
+            DatasetLineLock(runs, "faults").acquire()
