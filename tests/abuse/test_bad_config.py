@@ -69,7 +69,23 @@ def set_args(overrides: dict) -> list[str]:
 
 
 @pytest.mark.parametrize("overrides, says", MISTAKES)
-def test_the_cli_refuses_a_bad_config_in_one_line_naming_the_field(overrides, says, tmp_path):
+def test_the_cli_refuses_a_bad_config_in_one_line_naming_the_field(overrides, says, tmp_path, capsys, monkeypatch):
+    # in process (flows.cli.main, what `python -m flows.cli` runs); the test below runs real processes
+    from flows.cli import main
+
+    monkeypatch.delenv(UNSET_KEY_ENV, raising=False)
+    code = main(["refresh", "--run-id", "refused", "--set", f"run.runs_dir={tmp_path / 'runs'}", *set_args(overrides)])
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err[-2000:]
+    assert says in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("overrides, says", [m for m in MISTAKES if m.id in ("unknown-teacher-key", "teacher-shares-not-1",
+                                                                           "teacher-key-not-set")])
+def test_the_cli_process_exits_2_with_one_line(overrides, says, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != UNSET_KEY_ENV}
     out = subprocess.run([sys.executable, "-m", "flows.cli", "refresh", "--run-id", "refused",
                           "--set", f"run.runs_dir={tmp_path / 'runs'}", *set_args(overrides)],
