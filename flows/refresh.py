@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -33,7 +34,7 @@ from tasks.publish import publish_task
 from tasks.report import gate_steps, write_report
 from tasks.review import export_review_task
 from tasks.rundir import create_run_dir, finish_run, point_latest, update_stats
-from tasks.stagecache import StageRunner, path_digest
+from tasks.stagecache import StageRunner, path_digest, prune_stage_cache
 from tasks.seeds import build_seeds
 from tasks.simulate import simulate
 from tasks.stage import stage_positions
@@ -149,6 +150,23 @@ def report_artifact(report: Path, key: str, what: str) -> None:
                              description=f"tidewright run {run_dir.name}: {what}; plots in {run_dir / 'plots'}")
 
 
+def keep_stage_cache_small(cfg, cache_dir: Path, started: float, run_dir: Path, log) -> None:
+    """run.stage_cache_max_gb: prune the entries used longest ago (tasks.stagecache.prune_stage_cache).
+    The dataset is published by now: a cache that cannot be pruned is a warning, not a failed run."""
+    if cfg.run.stage_cache_max_gb is None or not cache_dir.exists():
+        return
+    try:
+        pruned = prune_stage_cache(cache_dir, int(cfg.run.stage_cache_max_gb * 1e9), used_since=started)
+    except OSError as exc:
+        log.warning("stage cache %s could not be pruned (%s); free space there or lower run.stage_cache_max_gb", cache_dir, exc)
+        return
+    update_stats(run_dir, "stage_cache", pruned)
+    if pruned["entries_removed"]:
+        log.info("stage cache %s: %d entries used longest ago removed (%.1f MB), %.1f MB left (run.stage_cache_max_gb %g)",
+                 cache_dir, pruned["entries_removed"], pruned["bytes_freed"] / 1e6, pruned["bytes_after"] / 1e6,
+                 cfg.run.stage_cache_max_gb)
+
+
 def ais_seeds(cfg, run_dir: Path, stages: StageRunner, log) -> tuple[str, dict, list[Path]]:
     """The AIS source: simulate or read -> ingest -> stage -> facts -> seed questions. Returns the
     source label, the seed stats and the source's quarantine files."""
@@ -219,6 +237,7 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
     run_dir = create_run_dir(cfg, hold_dataset_line(cfg, run_id, cfg.run.lock_wait_s).run_id)
     log.info("run folder %s", run_dir)
     plan = (DOCUMENT_STAGES if cfg.source.kind == "documents" else REFRESH_STAGES[cfg.source.kind != "simulator":])
+    started = time.time()
     stages = StageRunner(run_dir, Path(cfg.run.runs_dir) / "stage_cache", reuse=cfg.run.reuse_stages, plan=plan)
     interactive = sys.stderr.isatty()  # progress bars for the long stages when a person watches
 
@@ -302,6 +321,7 @@ def refresh(config: str = DEFAULT_CONFIG, overrides: PipelineOverrides | None = 
     create_link_artifact(key=artifact_key(lineage, "run-folder"), link=run_dir.resolve().as_uri(),
                          link_text=str(run_dir.resolve()), description=f"Run folder of {run_dir.name} (dataset, report, plots)")
     point_latest(run_dir)
+    keep_stage_cache_small(cfg, stages.cache_dir, started, run_dir, log)
     finish_run(run_dir)
     log.info("published %d examples (%d carried from the previous version, %d new; train %d, eval %d) to %s",
              published["published"], published["carried"], published["added"], published["train_examples"],

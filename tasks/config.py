@@ -34,6 +34,11 @@ class RunConfig(Section):
         description="Reuse a stage's result from an earlier run (<runs_dir>/stage_cache) when its input files, "
         "config, SQL files and code version are unchanged; false runs every stage and refreshes the cache.",
     )
+    stage_cache_max_gb: float | None = Field(
+        20.0, gt=0,
+        description="After each refresh, the stage cache (<runs_dir>/stage_cache) is cut to this size by deleting "
+        "the entries used longest ago (never those the run just used); null: never prune.",
+    )
 
 
 SourceKind = Literal["simulator", "noaa_csv", "dma_csv", "nmea", "parquet", "noaa_download", "documents"]

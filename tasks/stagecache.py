@@ -374,6 +374,7 @@ class StageRunner:
                 with storage_faults(self.run_dir):
                     for rel, digest in output.files.items():
                         self.blobs.restore(digest, self.run_dir / rel)
+                self._touch(key, output.files.values())
             except _BlobMissing as exc:
                 note = f"{exc}; ran again"
                 continue
@@ -401,6 +402,18 @@ class StageRunner:
         return lambda: self.run(name, fn, *args, outputs=outputs, updates=updates, ignore=ignore, uses_sql=uses_sql,
                                 complete=complete, submitted=future, **kwargs)
 
+    def _touch(self, key: str | None, digests: Any) -> None:
+        """Mark a reused entry (its key record, result and blobs) as used now: prune_stage_cache drops
+        the entries used longest ago first."""
+        paths = [self.blobs.path(d) for d in digests]
+        if key:
+            paths += [self.cache_dir / "keys" / key, self.cache_dir / "results" / key]
+        for path in paths:
+            try:
+                os.utime(path)
+            except OSError:
+                pass  # gone meanwhile (pruned by another run): the next use stores it again
+
     def group(self, name: str, members: list[str]) -> StageRecord:
         """One record for a stage that ran as several tasks (e.g. generation batches): reused when all were."""
         records = [self.records[m] for m in members if m in self.records]
@@ -413,6 +426,49 @@ class StageRunner:
 
     def summary(self) -> dict[str, dict[str, Any]]:
         return {name: dataclasses.asdict(record) for name, record in self.records.items()}
+
+
+def prune_stage_cache(cache_dir: Path, max_bytes: int, used_since: float) -> dict[str, int]:
+    """Delete the stage-cache entries used longest ago until the cache holds at most max_bytes.
+
+    An entry is a stage result (keys/<key> with results/<key>) or one blob; its age is its files'
+    newest mtime (StageRunner touches what it reuses). Entries used at or after `used_since` (the
+    current run's start) are kept even above the limit. Deleting is always safe: a stage whose
+    result is gone runs again, and one whose blob is gone runs again and stores it anew (also when
+    another run on the same cache is using the entry at that moment). Returns the counts."""
+    cache_dir = Path(cache_dir)
+    units: dict[str, list[Path]] = {}
+    for sub in ("keys", "results"):
+        for path in (cache_dir / sub).glob("*"):
+            if path.is_file() and not path.name.startswith("."):
+                units.setdefault(f"stage:{path.name}", []).append(path)
+    for path in (cache_dir / "blobs").glob("*/*"):
+        if path.is_file() and not path.name.startswith("."):
+            units[f"blob:{path.name}"] = [path]
+
+    def stat(paths: list[Path]) -> tuple[float, int]:
+        mtime, size = 0.0, 0
+        for path in paths:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            mtime, size = max(mtime, st.st_mtime), size + st.st_size
+        return mtime, size
+
+    sized = sorted(((*stat(paths), name) for name, paths in units.items()), key=lambda u: (u[0], u[2]))
+    total = sum(size for _, size, _ in sized)
+    before, removed, freed = total, 0, 0
+    for mtime, size, name in sized:
+        if total <= max_bytes:
+            break
+        if mtime >= used_since:
+            continue
+        for path in units[name]:
+            path.unlink(missing_ok=True)
+        total -= size
+        removed, freed = removed + 1, freed + size
+    return {"bytes_before": before, "bytes_after": total, "entries_removed": removed, "bytes_freed": freed}
 
 
 def _log() -> Any:

@@ -19,9 +19,9 @@ BEFORE_SEEDS = ["simulate-ais", "ingest", "stage-positions", "compute-facts"]
 FROM_SEEDS = ["build-seed-questions", "generate-examples", "validate-examples", "known", "judge", "dedup-semantic", "balance"]
 
 
-def write_config(path: Path, runs: Path, srv: LoopbackLLM, max_seeds: int) -> str:
+def write_config(path: Path, runs: Path, srv: LoopbackLLM, max_seeds: int, cache_gb: float = 20.0) -> str:
     path.write_text(yaml.safe_dump({
-        "run": {"runs_dir": str(runs)},
+        "run": {"runs_dir": str(runs), "stage_cache_max_gb": cache_gb},
         "simulate": {"vessels": 8, "hours": 12},
         "generate": {"max_seeds": max_seeds},
         "teacher": {
@@ -51,8 +51,9 @@ def three_runs(prefect_server, tmp_path_factory, monkeypatch_module):
     runs = tmp / "runs"
     out = {}
     with LoopbackLLM() as srv:
-        for run_id, max_seeds in (("first", 40), ("second", 40), ("changed", 30)):
-            config = write_config(tmp / f"{run_id}.yaml", runs, srv, max_seeds)
+        # the last run keeps the stage cache to what it used itself (a limit of 1 kB)
+        for run_id, max_seeds, cache_gb in (("first", 40, 20.0), ("second", 40, 20.0), ("changed", 30, 1e-6)):
+            config = write_config(tmp / f"{run_id}.yaml", runs, srv, max_seeds, cache_gb)
             before = len(srv.requests)
             state = refresh(config=config, run_id=run_id, return_state=True)
             assert state.is_completed(), state
@@ -120,6 +121,20 @@ def test_one_changed_field_reruns_that_stage_and_what_follows_only(three_runs):
     for name in FROM_SEEDS:
         if name != "generate-examples":
             assert changed["states"][name] == "Completed", (name, changed["states"])
+
+
+def test_the_stage_cache_is_pruned_to_what_the_last_run_used(three_runs):
+    assert three_runs["second"]["stats"]["stage_cache"]["entries_removed"] == 0  # 20 GB: nothing to prune
+    pruned = three_runs["changed"]["stats"]["stage_cache"]
+    assert pruned["entries_removed"] > 0 and pruned["bytes_after"] > 1000  # over the limit: what it used stays
+    cache = three_runs["first"]["run"].parent / "stage_cache"
+    assert pruned["bytes_after"] == sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+    # the entries only the first two runs used (seeds and generation for 40 seeds) are gone: their
+    # keys are no longer in the cache, those of the changed run are
+    keys = {p.name for p in (cache / "keys").iterdir()}
+    changed_keys = {r["key"] for r in three_runs["changed"]["stats"]["stages"].values() if r.get("key")}
+    first_only = {r["key"] for r in three_runs["first"]["stats"]["stages"].values() if r.get("key")} - changed_keys
+    assert first_only and not (first_only & keys) and changed_keys <= keys
 
 
 def test_the_key_never_reaches_the_stage_cache(three_runs):

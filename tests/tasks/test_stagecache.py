@@ -104,3 +104,40 @@ def test_reroot_moves_paths_and_path_strings_only_under_the_old_folder():
     value = {"p": old / "x", "s": "/runs/a/y", "other": "/runs/ab/z", "n": [Path("/elsewhere")], str(old / "k"): 1}
     assert reroot(value, old, new) == {"p": new / "x", "s": "/runs/b/y", "other": "/runs/ab/z", "n": [Path("/elsewhere")],
                                        "/runs/b/k": 1}
+
+
+def _cache_files(root: str) -> list[Path]:
+    return sorted(p for p in (Path(root) / "stage_cache").rglob("*") if p.is_file())
+
+
+def test_pruning_drops_the_entries_used_longest_ago_and_a_pruned_stage_just_runs_again(root):
+    import os
+    import time
+
+    from tasks.stagecache import prune_stage_cache
+
+    one_run(root, "a", "alpha")             # entry A
+    one_run(root, "b", "bravo")             # entry B
+    for path in _cache_files(root):         # both written a day ago
+        os.utime(path, (time.time() - 86400, time.time() - 86400))
+    assert one_run(root, "c", "alpha")["record"]["reused"]  # A used again now: its files are touched
+    cache = Path(root) / "stage_cache"
+    total = sum(p.stat().st_size for p in _cache_files(root))
+    a_entry = [p for p in _cache_files(root) if p.stat().st_mtime > time.time() - 3600]
+    assert len(a_entry) == 3  # A's key record, result and blob
+
+    # a limit that holds A alone: B (used longest ago) goes, its stage entry and its blob
+    a_size = sum(p.stat().st_size for p in a_entry)
+    pruned = prune_stage_cache(cache, max_bytes=a_size, used_since=time.time() - 3600)
+    assert pruned["entries_removed"] == 2 and pruned["bytes_before"] == total  # B's stage entry and its blob
+    assert _cache_files(root) == sorted(a_entry)
+    # below what the run used: nothing it used this time is deleted
+    assert prune_stage_cache(cache, max_bytes=1, used_since=time.time() - 3600)["entries_removed"] == 0
+    assert _cache_files(root) == sorted(a_entry)
+
+    CALLS.clear()
+    assert not one_run(root, "d", "bravo")["record"]["reused"] and CALLS == ["bravo"]  # pruned: runs again
+    assert one_run(root, "e", "alpha")["record"]["reused"] and CALLS == ["bravo"]
+    # a blob pruned under a result that stays (another run's budget) is a miss that repairs itself
+    assert prune_stage_cache(cache, max_bytes=0, used_since=time.time() + 60)["bytes_after"] == 0
+    assert not one_run(root, "f", "alpha")["record"]["reused"]
