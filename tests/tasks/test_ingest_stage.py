@@ -221,3 +221,12 @@ def test_a_stray_carriage_return_quarantines_its_line_not_the_file(tmp_path, end
     assert set(rejects) == {f"{path.name}:line:3", f"{path.name}:line:6"}
     assert json.loads(rejects[f"{path.name}:line:3"])["csv_line"].split(",")[7] == "BARE\rCR"
     assert names[366000003] == "QUOTED\rCR" and len(names) == 5
+
+
+def test_a_carriage_return_inside_the_header_is_a_one_line_error(tmp_path):
+    # the header check reads the CR as a line end, so the header lacks the names after it
+    path = tmp_path / "ais.csv"
+    header = ",".join(NOAA_HEADER).replace("VesselName", "Vessel\rName").encode()
+    path.write_bytes(header + b"\n" + ",".join(noaa_row()).encode() + b"\n")
+    with pytest.raises(InputError, match="lacks NOAA MarineCadastre columns VesselName,IMO"):
+        ingest_noaa_csv(path, tmp_path / "w.duckdb")
