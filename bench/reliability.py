@@ -1,6 +1,7 @@
 """Reliability bench: the crash driver (tests/faults/crash.py) N times, then the fault cases
 (tests/faults/: full and read-only disk, damaged caches and day partition, concurrent refreshes,
-the line lock, readers during publishing), and one table.
+the line lock, readers during publishing, a review import against a refresh; and training killed
+between checkpoints, from tests/tasks/test_train.py), and one table.
 
     .venv/bin/python bench/reliability.py [--kills 20] [--seed 7] [--no-faults]
 

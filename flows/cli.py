@@ -58,12 +58,14 @@ def check_base_model(base_model: str | None) -> None:
 def preflight(command: str, config: str, overrides: dict[str, Any], run_dir: str | None, run_id: str | None,
               decisions: str | None = None) -> None:
     """Fail fast with a one-line message for the mistakes a user makes most."""
+    from flows.params import refuse_pasted_keys
     from tasks.config import load_config
     from tasks.ingest import check_noaa_csv, source_files
     from tasks.llm.keys import check_api_keys
     from tasks.ports import load_ports
     from tasks.rundir import check_run_id, resolve_run_dir, run_folder_problem
 
+    refuse_pasted_keys(overrides, redact=False)  # before Prefect stores the overrides as a flow run's parameters
     cfg = load_config(config, overrides)
     check_api_keys(cfg, generation=command in ("run", "refresh"), evaluation=command in ("run", "train-eval"))
     if command in ("run", "refresh"):

@@ -20,15 +20,28 @@ from tasks.errors import ConfigError
 def flow_config(config: str, overrides: BaseModel | dict[str, Any] | None) -> PipelineConfig:
     """The flow's config, its overrides checked first; a pasted key fails the run (before any work)
     after it has been removed from this flow run's stored parameters."""
-    pasted = pasted_keys(overrides)
-    if pasted:
-        redacted = redact_flow_run_parameters(pasted)
-        raise ConfigError(
-            f"overrides {', '.join(pasted)}: this looks like an API key; keep keys in environment variables and give "
-            f"the variable's NAME in api_key_env (e.g. OPENAI_API_KEY)"
-            + ("; the value was removed from this flow run's parameters" if redacted else "")
-        )
+    refuse_pasted_keys(overrides, redact=True)
     return load_config(config, validate_overrides(overrides))
+
+
+def refuse_pasted_keys(overrides: BaseModel | dict[str, Any] | None, redact: bool) -> None:
+    """ConfigError naming the override fields that hold a value shaped like an API key (never the
+    value). redact: also remove them from the current flow run's stored parameters first."""
+    pasted = pasted_keys(overrides)
+    if not pasted:
+        return
+    note = ""
+    if redact:
+        try:
+            if redact_flow_run_parameters(pasted):
+                note = "; the value was removed from this flow run's parameters"
+        except Exception as exc:  # the API's answer may quote the parameters: only the error's type
+            note = (f"; removing it from this flow run's stored parameters failed ({type(exc).__name__}): "
+                    "delete the flow run in the Prefect UI")
+    raise ConfigError(
+        f"overrides {', '.join(pasted)}: this looks like an API key; keep keys in environment variables and give "
+        f"the variable's NAME in api_key_env (e.g. OPENAI_API_KEY){note}"
+    )
 
 
 def redact_flow_run_parameters(paths: list[str]) -> bool:

@@ -153,7 +153,7 @@ def report_artifact(report: Path, key: str, what: str) -> None:
 def keep_stage_cache_small(cfg, cache_dir: Path, started: float, run_dir: Path, log) -> None:
     """run.stage_cache_max_gb: prune the entries used longest ago (tasks.stagecache.prune_stage_cache).
     The dataset is published by now: a cache that cannot be pruned is a warning, not a failed run."""
-    if cfg.run.stage_cache_max_gb is None or not cache_dir.exists():
+    if not cfg.run.stage_cache_max_gb or not cache_dir.exists():
         return
     try:
         pruned = prune_stage_cache(cache_dir, int(cfg.run.stage_cache_max_gb * 1e9), used_since=started)

@@ -38,7 +38,7 @@ def review_import(decisions: str, config: str = DEFAULT_CONFIG, overrides: Pipel
     cfg = flow_config(config, overrides)
     run = resolve_run_dir(run_dir, cfg)
     # the version's own line, locked like a refresh: a refresh of that line never reads it half-rewritten
-    line = (read_manifest(run / "dataset") or {}).get("version", {}).get("lineage") or lineage_of(cfg)
+    line = ((read_manifest(run / "dataset") or {}).get("version") or {}).get("lineage") or lineage_of(cfg)
     with DatasetLineLock(run.parent, line).acquire(cfg.run.lock_wait_s) as lock:
         lock.claim(run.name, activity="review import into")
         stats = import_review_task(run / "dataset", Path(decisions), cfg.review, cfg.validate_)

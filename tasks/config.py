@@ -26,18 +26,18 @@ class RunConfig(Section):
     runs_dir: Path = Field(Path("runs"), description="Folder that holds runs/<run-id>/ and runs/latest.")
     run_id: str | None = Field(None, description="Fixed run id; default is <domain>-<UTC timestamp>.")
     lock_wait_s: float = Field(
-        0, ge=0, description="Seconds a refresh waits for another refresh of the same dataset line to finish before "
-        "failing (0: fail at once, naming the running refresh and its lock file).",
+        0, ge=0, description="Seconds a refresh or review import waits for another writer of the same dataset line "
+        "(a refresh or a review import) to finish before failing (0: fail at once, naming it and the lock file).",
     )
     reuse_stages: bool = Field(
         True,
         description="Reuse a stage's result from an earlier run (<runs_dir>/stage_cache) when its input files, "
         "config, SQL files and code version are unchanged; false runs every stage and refreshes the cache.",
     )
-    stage_cache_max_gb: float | None = Field(
-        20.0, gt=0,
+    stage_cache_max_gb: float = Field(
+        20.0, ge=0,
         description="After each refresh, the stage cache (<runs_dir>/stage_cache) is cut to this size by deleting "
-        "the entries used longest ago (never those the run just used); null: never prune.",
+        "the entries used longest ago (never those the run just used); 0: never prune.",
     )
 
 
@@ -240,6 +240,8 @@ DEFAULT_PRICES: dict[str, dict[str, float]] = {
 
 _KEYLIKE_RE = re.compile(r"\b(?:sk|pk|rk|key)-[A-Za-z0-9_\-]{6,}")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# a key pasted as a value (what pasted_keys refuses): longer than a word such as "key-frames"
+_PASTED_KEY_RE = re.compile(r"\b(?:sk|pk|rk|key)-[A-Za-z0-9_\-]{16,}")
 
 
 class Price(Section):
@@ -899,7 +901,7 @@ def pasted_keys(overrides: BaseModel | dict[str, Any] | None) -> list[str]:
                 walk(value, [*path, str(index)])
         elif isinstance(node, str):
             field = path[-1].rsplit(".", 1)[-1] if path else ""
-            if (field == "api_key_env" and not _ENV_NAME_RE.fullmatch(node)) or _KEYLIKE_RE.search(node):
+            if (field == "api_key_env" and not _ENV_NAME_RE.fullmatch(node)) or _PASTED_KEY_RE.search(node):
                 found.append(".".join(path))
 
     walk(overrides, [])

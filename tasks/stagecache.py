@@ -231,6 +231,7 @@ class BlobStore:
         target = self.path(digest)
         if target.exists():
             pending.unlink()
+            os.utime(target)  # used by this run now: pruning goes by last use
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(pending, target)
@@ -246,10 +247,14 @@ class BlobStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         pending = target.with_name(f".{target.name}.writing.{os.getpid()}.{threading.get_ident()}")
         h = _hasher()
-        with open(source, "rb") as src, open(pending, "wb") as dst:
-            while chunk := src.read(CHUNK):
-                h.update(chunk)
-                dst.write(chunk)
+        try:
+            with open(source, "rb") as src, open(pending, "wb") as dst:
+                while chunk := src.read(CHUNK):
+                    h.update(chunk)
+                    dst.write(chunk)
+        except FileNotFoundError:  # pruned by another run since the check above
+            pending.unlink(missing_ok=True)
+            raise _BlobMissing(f"blob {source} is missing") from None
         if h.hexdigest() != digest:
             pending.unlink()
             source.unlink()  # the stage runs again and stores a good copy

@@ -124,8 +124,8 @@ class DatasetLineLock:
         except (OSError, ValueError):
             info = {}
         if not info:
-            return "another refresh"
-        return (f"{info.get('activity', 'refresh')} run {info.get('run_id')} "
+            return "another run"
+        return (f"the {info.get('activity', 'refresh')} run {info.get('run_id')} "
                 f"(pid {info.get('pid')} on {info.get('host')}, since {info.get('started_at')})")
 
     def acquire(self, wait_s: float = 0.0, poll_s: float = 0.2) -> "DatasetLineLock":
@@ -144,7 +144,7 @@ class DatasetLineLock:
                     fh.close()
                     waited = f" after waiting {wait_s:g} s" if wait_s else ""
                     raise RunLockedError(
-                        f"dataset line {self.lineage} is in use by the {holder}{waited}; lock {self.path}. "
+                        f"dataset line {self.lineage} is in use by {holder}{waited}; lock {self.path}. "
                         "Let that run finish (or stop it) and start this one again"
                     ) from None
                 time.sleep(poll_s)

@@ -99,42 +99,62 @@ def bare_carriage_return(error: duckdb.Error) -> bool:
 
 
 def without_bare_carriage_returns(files: list[Path], work_dir: Path) -> tuple[dict[Path, Path], list[dict]]:
-    """For each file holding a line with a carriage return outside quotes that does not end the
-    line, a copy in work_dir/cr_free/ with that line left empty (same line ending; DuckDB skips
-    empty lines, so the other lines keep their numbers) and a quarantine row (malformed_csv_row)
-    carrying the line as read. A carriage return inside a quoted field is CSV and stays. Returns
-    ({source: copy}, quarantine rows). Only called after DuckDB refused a scan: one streaming pass
-    per file, memory bounded by a line."""
+    """For each file DuckDB refuses on its own (probed one by one) because a line holds a carriage
+    return outside quotes that does not end it: a copy in work_dir/cr_free/ with that record left
+    empty (same line ending; DuckDB counts and skips empty lines, so the other records keep their
+    numbers) and a quarantine row (malformed_csv_row) with the line as read. A carriage return
+    inside a quoted field is CSV and stays; one that ends the file becomes the file's line end. Returns ({source:
+    copy}, quarantine rows). Only called after DuckDB refused a scan: one streaming pass per refused
+    file, memory bounded by a line."""
     replaced: dict[Path, Path] = {}
     rejects: list[dict] = []
     for source in map(Path, files):
+        if not _refused(source, work_dir):
+            continue
         path = open_zip_csv(source, Path(work_dir) / "unzipped") if source.suffix == ".zip" else source
-        target = Path(work_dir) / "cr_free" / f"{len(replaced)}-{Path(path.name).stem}.csv"
+        target = Path(work_dir) / "cr_free" / f"{len(replaced)}-{source.name}.csv"
         target.parent.mkdir(parents=True, exist_ok=True)
-        found: list[dict] = []
-        in_quotes = False  # a quoted field may run over lines
+        record = 1  # DuckDB's line numbers count records (a quoted field may run over lines), header = 1
+        in_quotes, newline = False, b"\n"
         with open_binary(path) as fh, open(target, "wb") as out:
-            for number, line in enumerate(fh, start=1):
+            for line in fh:
                 ending = b"\r\n" if line.endswith(b"\r\n") else b"\n" if line.endswith(b"\n") else b""
+                if ending:
+                    newline = ending
+                elif line.endswith(b"\r"):  # the last line ended by a carriage return: the file's line end instead
+                    line = line[:-1] + newline
+                    ending = newline
                 body = line[: len(line) - len(ending)]
                 bare = False
                 for k, piece in enumerate(body.split(b'"')):
                     if k:
                         in_quotes = not in_quotes
                     bare = bare or (not in_quotes and b"\r" in piece)
+                if bare and record == 1:
+                    raise InputError(f"AIS file {source} cannot be read as CSV: its first line holds a carriage return "
+                                     "inside it (mixed or CR-only line endings?); convert it to LF or CRLF line endings")
                 if bare:
                     text = body.decode("utf-8", errors="replace")
-                    found.append(quarantine_row("ingest", "malformed_csv_row", "carriage return inside the line",
-                                                {"id": f"{source.name}:line:{number}", "mmsi": text.split(",", 1)[0],
-                                                 "source_file": str(source), "csv_line": text}))
+                    rejects.append(quarantine_row("ingest", "malformed_csv_row", "carriage return inside the line",
+                                                  {"id": f"{source.name}:line:{record}", "mmsi": text.split(",", 1)[0],
+                                                   "source_file": str(source), "csv_line": text}))
                     line, in_quotes = ending or b"\n", False
                 out.write(line)
-        if found:
-            replaced[source] = target
-            rejects.extend(found)
-        else:
-            target.unlink()
+                if not in_quotes:
+                    record += 1
+        replaced[source] = target
     return replaced, rejects
+
+
+def _refused(source: Path, work_dir: Path) -> bool:
+    """Whether DuckDB's CSV reader stops on this file alone for a stray carriage return."""
+    with duckdb.connect() as con:
+        noaa_csv_view([source], con, work_dir, view="probe")
+        try:
+            con.execute("select count(*) from probe").fetchall()
+        except duckdb.Error as exc:
+            return bare_carriage_return(exc)
+    return False
 
 
 def open_binary(path: Path):

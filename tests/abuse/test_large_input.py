@@ -79,6 +79,8 @@ def test_csvs_four_times_apart_in_size_are_ingested_and_staged_in_the_same_memor
     growth = large["peak"] - small["peak"]
     # a reader that held the table would grow by about the file's size (240 MiB and more)
     assert growth < 0.15 * (large["size"] - small["size"]), f"peak RSS grew {growth / 2**20:.0f} MiB"
+    # and in absolute terms: the imports (about 180 MiB) plus the 128 MB cap plus a margin
+    assert large["peak"] < 640 * 2**20, f"peak RSS {large['peak'] / 2**20:.0f} MiB"
 
 
 def test_a_fleet_ten_times_the_configs_runs_with_one_override(prefect_server, tmp_path):

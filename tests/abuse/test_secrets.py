@@ -70,7 +70,7 @@ def api_text(flow_run_ids: list) -> str:
         parts += [a.model_dump_json() for a in client.read_artifacts(flow_run_filter=runs)]
         parts += [t.model_dump_json() for t in client.read_task_runs(flow_run_filter=runs)]
         # events (state changes carry the flow run as a resource; the server stores them a few
-        # seconds late): every page, the runs' own events, waiting until each run has some
+        # seconds late): every page, the runs' own events, waiting until each run's final state is in
         ids = [str(i) for i in flow_run_ids]
         deadline = time.monotonic() + 30
         while True:
@@ -78,7 +78,9 @@ def api_text(flow_run_ids: list) -> str:
             while page is not None:
                 events += [e for e in (event.model_dump_json() for event in page.events) if any(i in e for i in ids)]
                 page = client.read_events_page(page.next_page) if page.next_page else None
-            if all(any(i in e for e in events) for i in ids) or time.monotonic() > deadline:
+            ended = (".Completed", ".Failed", ".Crashed", ".Cancelled")
+            if all(any(i in e and any(f'"prefect.flow-run{end}"' in e for end in ended) for e in events) for i in ids) \
+                    or time.monotonic() > deadline:
                 break
             time.sleep(1)
         parts += events
@@ -132,20 +134,23 @@ def test_no_planted_key_reaches_output_api_caches_dataset_or_report(prefect_serv
         assert_no_key(path.read_bytes(), str(path))
 
 
-@pytest.mark.parametrize("pasted_into", ["teacher", "judge"])
-def test_a_key_pasted_into_the_config_is_refused_without_echoing_it(prefect_server, tmp_path, pasted_into):
+@pytest.mark.parametrize(("pasted_into", "field"), [("teacher", "teacher.teachers.0.api_key_env"),
+                                                     ("judge", "judge.llm.api_key_env"), ("base_url", "judge.llm.base_url")])
+def test_a_key_pasted_into_the_config_is_refused_without_echoing_it(prefect_server, tmp_path, pasted_into, field):
     from prefect.settings import PREFECT_API_URL
 
     key = KEYS["TW_SECRET_OPENAI_KEY"]
     spec = {"name": "gpt", "kind": "openai", "model": "gpt-4o", "api_key_env": key}
+    judge = {k: v for k, v in spec.items() if k != "name"}
     overrides = ({"teacher.teachers": [spec]} if pasted_into == "teacher"
-                 else {"judge.enabled": True, "judge.llm": {k: v for k, v in spec.items() if k != "name"}})
+                 else {"judge.enabled": True, "judge.llm": judge} if pasted_into == "judge"
+                 else {"judge.enabled": True, "judge.llm": {**judge, "api_key_env": "TW_SECRET_JUDGE_KEY", "base_url": key}})
     before = all_flow_run_ids()
     args = [arg for k, v in overrides.items() for arg in ("--set", f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}")]
     out = subprocess.run([sys.executable, "-m", "flows.cli", "refresh", "--set", f"run.runs_dir={tmp_path / 'runs'}", *args],
                          cwd=REPO, env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()},
                          capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "api_key_env" in out.stderr
+    assert out.returncode == 2 and field in out.stderr, out.stderr[-2000:]
     assert_no_key(out.stdout + out.stderr, "the refused run's error")
     # refused before Prefect started: nothing reached the API
     assert flow_runs_since(before) == []

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tasks.errors import InputError
-from tasks.ingest import check_noaa_csv, ingest_noaa_csv
+from tasks.ingest import check_noaa_csv, ingest_files, ingest_noaa_csv
 from tasks.stage import stage_positions
 from tests.conftest import NOAA_HEADER, noaa_row, write_noaa_csv
 
@@ -188,7 +188,7 @@ def test_noaa_zip_folder_and_glob_sources(tmp_path):
         source_files("noaa_csv", tmp_path / "src" / "*.parquet")
 
 
-@pytest.mark.parametrize(("limit", "threads"), [("128MB", 1), ("300MB", 2), ("512 MiB", 2), (None, None)])
+@pytest.mark.parametrize(("limit", "threads"), [("128MB", 1), ("300MB", 2), ("512 MiB", 4), (None, None)])
 def test_a_small_memory_limit_means_fewer_duckdb_threads(tmp_path, limit, threads):
     from tasks.sqlfiles import connect
 
@@ -230,3 +230,32 @@ def test_a_carriage_return_inside_the_header_is_a_one_line_error(tmp_path):
     path.write_bytes(header + b"\n" + ",".join(noaa_row()).encode() + b"\n")
     with pytest.raises(InputError, match="lacks NOAA MarineCadastre columns VesselName,IMO"):
         ingest_noaa_csv(path, tmp_path / "w.duckdb")
+
+
+def test_the_carriage_return_fallback_touches_only_the_refused_file_and_counts_records_like_duckdb(tmp_path):
+    header = ",".join(NOAA_HEADER).encode()
+
+    def row(i: int, name: str = "TEST SHIP") -> bytes:
+        r = noaa_row(mmsi=str(366000001 + i), ts=f"2024-01-15T00:{i:02d}:00")
+        r[7] = name
+        return ",".join(r).encode()
+
+    # a.csv: a quoted name over two lines (record 3 = lines 3-4), a bare CR in record 5 (line 6),
+    # one field too many in record 6 (line 7), and a last line ended by a carriage return only
+    a = tmp_path / "a.csv"
+    a.write_bytes(b"\n".join([header, row(1), row(2, '"TWO\nLINES"'), row(3), row(4, "BARE\rCR"),
+                              row(5) + b",extra", row(6)]) + b"\r")
+    # b.csv: carriage-return line endings throughout, which DuckDB reads on its own
+    b = tmp_path / "b.csv"
+    b.write_bytes(b"\r".join([header, row(7), row(8)]) + b"\r")
+
+    result = ingest_files("noaa_csv", [a, b], tmp_path / "w.duckdb")
+
+    assert (result.rows, result.malformed) == (8, 2)
+    assert result.per_file[str(b)] == {"rows_in": 2, "loaded": 2, "quarantined": 0}
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        ids = sorted(r[0] for r in con.execute("select record_id from ingest_rejects").fetchall())
+        names = dict(con.execute("select mmsi, vessel_name from typed_ais").fetchall())
+    assert ids == ["a.csv:line:5", "a.csv:line:6"]
+    assert names[366000003] == "TWO\nLINES" and names[366000007] == "TEST SHIP" and 366000008 in names
+    assert not (tmp_path / "work" / "cr_free" / "1-b.csv.csv").exists()

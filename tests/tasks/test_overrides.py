@@ -77,3 +77,21 @@ def test_nulls_a_form_sends_for_empty_fields_mean_not_overridden():
     cfg, from_file = load_config(CONFIG, overrides), load_config(CONFIG)
     assert (cfg.train.max_steps, cfg.train.batch_size, cfg.gate.enabled) == (from_file.train.max_steps, 4, from_file.gate.enabled)
     assert cfg.evaluate.limit is None  # limit takes null ("score every item"): an explicit null is kept
+
+
+def test_a_failed_redaction_still_refuses_the_run_and_never_shows_the_key(monkeypatch):
+    import flows.params as params
+
+    key = "sk-test-PLANTED-redaction-fails-0c1d"
+
+    def fails(paths):
+        raise RuntimeError(f"422: {{'overrides': {{'judge': {{'llm': {{'base_url': '{key}'}}}}}}}}")
+
+    monkeypatch.setattr(params, "redact_flow_run_parameters", fails)
+    with pytest.raises(ConfigError) as caught:
+        params.flow_config(str(CONFIG), {"judge": {"llm": {"base_url": key}}})
+    message = str(caught.value)
+    assert "judge.llm.base_url" in message and "RuntimeError" in message and key not in message
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
+    # a word that only starts like a key is not one
+    assert params.pasted_keys({"source": {"path": "/data/key-frames.csv"}}) == []

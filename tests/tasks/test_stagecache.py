@@ -141,3 +141,18 @@ def test_pruning_drops_the_entries_used_longest_ago_and_a_pruned_stage_just_runs
     # a blob pruned under a result that stays (another run's budget) is a miss that repairs itself
     assert prune_stage_cache(cache, max_bytes=0, used_since=time.time() + 60)["bytes_after"] == 0
     assert not one_run(root, "f", "alpha")["record"]["reused"]
+
+
+def test_a_rerun_that_writes_an_existing_blob_marks_it_used(root):
+    import os
+    import time
+
+    from tasks.stagecache import prune_stage_cache
+
+    one_run(root, "a", "alpha")
+    for path in _cache_files(root):
+        os.utime(path, (time.time() - 86400, time.time() - 86400))
+    started = time.time() - 1
+    one_run(root, "b", "alpha", reuse=False)  # runs again: same bytes, the blob already stored
+    prune_stage_cache(Path(root) / "stage_cache", max_bytes=1, used_since=started)
+    assert one_run(root, "c", "alpha")["record"]["reused"]  # its result and blob both survived
