@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -105,19 +106,18 @@ def _absent_ports(seed: Seed, ports: pd.DataFrame | None) -> pd.DataFrame:
     return ports[~ports["locode"].isin(named) & ~ports["port_name"].isin(named)]
 
 
-def _round_robin(pool: list[Seed], n: int, rng: np.random.Generator) -> list[Seed]:
-    """n seeds spread evenly over form x vessel type x region: shuffle each stratum, then take
-    one from each in turn."""
-    strata: dict[tuple[str, str, str], list[Seed]] = defaultdict(list)
+T = TypeVar("T")
+
+
+def round_robin(pool: list[T], n: int, rng: np.random.Generator, stratum: Callable[[T], tuple]) -> list[T]:
+    """n seeds spread evenly over the strata `stratum` gives (AIS: form x vessel type x region;
+    documents: form x source file): shuffle each stratum, then take one from each in turn."""
+    strata: dict[tuple, list[T]] = defaultdict(list)
     for s in pool:
-        strata[(s.form, s.vessel_type, s.region)].append(s)
-    queues = []
-    for key in sorted(strata):
-        members = strata[key]
-        order = rng.permutation(len(members))
-        queues.append([members[i] for i in order])
+        strata[stratum(s)].append(s)
+    queues = [[strata[k][i] for i in rng.permutation(len(strata[k]))] for k in sorted(strata)]
     rng.shuffle(queues)
-    taken: list[Seed] = []
+    taken: list[T] = []
     depth = 0
     while len(taken) < n and any(depth < len(q) for q in queues):
         for q in queues:
@@ -165,7 +165,7 @@ def sample_seeds(
         taken_cat = 0
         for difficulty, n in sorted(per_level.items()):
             pool = cells[(category, difficulty)]
-            take = _round_robin(pool, n, rng)
+            take = round_robin(pool, n, rng, lambda s: (s.form, s.vessel_type, s.region))
             chosen.extend(take)
             taken_cat += len(take)
             targets[f"{category}/{difficulty}"] = {"target": n, "available": len(pool), "taken": len(take)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -203,16 +204,16 @@ def example_grounding(seed: Seed) -> list[dict[str, Any]]:
     return out
 
 
-def to_example(seed: Seed, gen: Generation, generation_seed: int) -> dict[str, Any]:
-    """A chat-format example with its provenance (what a reader needs to re-run the fact)."""
-    example_id = hashlib.sha1(f"{seed.seed_id}|{gen.teacher}|{gen.prompt_version}".encode()).hexdigest()[:16]
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+def chat_example_fields(seed: Any, gen: Generation, system_prompt: str, first_user: Callable[[str], str]) -> dict[str, Any]:
+    """What every example shares, AIS or document: its id (seed, teacher, prompt version), the chat
+    messages (first_user(question) is the first user turn, the one with the context), the joined
+    question and answer, and the labels the mix is balanced on."""
+    messages = [{"role": "system", "content": system_prompt}]
     for i, turn in enumerate(gen.turns):
-        messages.append({"role": "user", "content": user_turn(seed, turn["question"]) if i == 0 else turn["question"]})
+        messages.append({"role": "user", "content": first_user(turn["question"]) if i == 0 else turn["question"]})
         messages.append({"role": "assistant", "content": assistant_text(turn)})
-    facts = [seed.fact] + [f["fact"] for f in seed.followups]
     return {
-        "id": example_id,
+        "id": hashlib.sha1(f"{seed.seed_id}|{gen.teacher}|{gen.prompt_version}".encode()).hexdigest()[:16],
         "messages": messages,
         "question": "\n".join(t["question"] for t in gen.turns),
         "answer": "\n".join(assistant_text(t) for t in gen.turns),
@@ -222,6 +223,14 @@ def to_example(seed: Seed, gen: Generation, generation_seed: int) -> dict[str, A
         "forms": [seed.form] + [f["form"] for f in seed.followups],
         "turns": len(gen.turns),
         "answerable": seed.answerable,
+    }
+
+
+def to_example(seed: Seed, gen: Generation, generation_seed: int) -> dict[str, Any]:
+    """A chat-format example with its provenance (what a reader needs to re-run the fact)."""
+    facts = [seed.fact] + [f["fact"] for f in seed.followups]
+    return {
+        **chat_example_fields(seed, gen, SYSTEM_PROMPT, lambda question: user_turn(seed, question)),
         "unanswerable_kind": (seed.unanswerable or {}).get("kind"),
         "mmsi": seed.mmsi,
         "split_key": str(seed.mmsi) if seed.mmsi else f"area:{seed.source_hash}",

@@ -34,7 +34,7 @@ import numpy as np
 from tasks.artifacts import read_jsonl
 from tasks.config import DocumentsConfig
 from tasks.errors import InputError
-from tasks.seeds import apportion
+from tasks.seeds import apportion, round_robin
 
 UNITS = (r"cubic metres per hour|nautical miles|per cent|knots|metres|minutes|hours|seconds|degrees|years|times")
 # What a value of each unit can physically be in a vessel's operations (inclusive bounds):
@@ -333,23 +333,6 @@ def build_candidates(chunks: list[dict[str, Any]], cfg: DocumentsConfig, corpus_
     return out
 
 
-def _round_robin(pool: list[DocumentSeed], n: int, rng: np.random.Generator) -> list[DocumentSeed]:
-    """n seeds spread over form x source file: shuffle each stratum, then take one from each in turn."""
-    strata: dict[tuple[str, str], list[DocumentSeed]] = defaultdict(list)
-    for s in pool:
-        strata[(s.form, s.source_file)].append(s)
-    queues = [[strata[k][i] for i in rng.permutation(len(strata[k]))] for k in sorted(strata)]
-    rng.shuffle(queues)
-    taken: list[DocumentSeed] = []
-    depth = 0
-    while len(taken) < n and any(depth < len(q) for q in queues):
-        for q in queues:
-            if depth < len(q) and len(taken) < n:
-                taken.append(q[depth])
-        depth += 1
-    return taken
-
-
 def _followup(seed: DocumentSeed, cfg: DocumentsConfig) -> dict[str, Any]:
     return {"form": seed.form, "category": seed.category, "difficulty": seed.difficulty, "item": seed.item,
             "instruction": cfg.templates[seed.category].instruction}
@@ -367,7 +350,7 @@ def sample_seeds(candidates: list[DocumentSeed], cfg: DocumentsConfig) -> tuple[
     shares = {k: v.share for k, v in cfg.templates.items() if v.share > 0}
     edge_shares = {k: v for k, v in cfg.edge_case_kinds.items() if v > 0}
     for group, n in sorted((apportion(n_answerable, shares) | (apportion(n_edge, edge_shares) if edge_shares else {})).items()):
-        take = _round_robin(pools.get(group, []), n, rng)
+        take = round_robin(pools.get(group, []), n, rng, lambda s: (s.form, s.source_file))
         chosen += take
         targets[group] = {"target": n, "available": len(pools.get(group, [])), "taken": len(take)}
 

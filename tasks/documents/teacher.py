@@ -212,28 +212,14 @@ def document_teacher_messages(seed: DocumentSeed, draft) -> list[dict[str, str]]
 
 def document_example(seed: DocumentSeed, gen, generation_seed: int) -> dict[str, Any]:
     """A chat-format example with its provenance: file, section id, character span, digest."""
-    from tasks.teacher import assistant_text
+    from tasks.teacher import chat_example_fields
 
-    example_id = hashlib.sha1(f"{seed.seed_id}|{gen.teacher}|{gen.prompt_version}".encode()).hexdigest()[:16]
-    messages = [{"role": "system", "content": seed.system_prompt}]
-    for i, turn in enumerate(gen.turns):
-        messages.append({"role": "user", "content": f"{seed.context}\n\nQuestion: {turn['question']}" if i == 0 else turn["question"]})
-        messages.append({"role": "assistant", "content": assistant_text(turn)})
     fact = {"source_file": seed.source_file, "section_id": seed.section_id, "title": seed.section_title,
             "path": seed.section_path, "span": seed.span, "text": seed.chunk_text, "file_digest": seed.file_digest,
             "corpus_index": seed.corpus_index, "items": [seed.item] + [f["item"] for f in seed.followups]}
     return {
-        "id": example_id,
+        **chat_example_fields(seed, gen, seed.system_prompt, lambda question: f"{seed.context}\n\nQuestion: {question}"),
         "domain": "documents",
-        "messages": messages,
-        "question": "\n".join(t["question"] for t in gen.turns),
-        "answer": "\n".join(assistant_text(t) for t in gen.turns),
-        "category": seed.category,
-        "difficulty": seed.difficulty,
-        "form": seed.form,
-        "forms": [seed.form] + [f["form"] for f in seed.followups],
-        "turns": len(gen.turns),
-        "answerable": seed.answerable,
         "unanswerable_kind": seed.edge_case,
         "mmsi": None,
         "split_key": seed.split_key,

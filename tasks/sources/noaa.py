@@ -18,6 +18,7 @@ from tasks.sources.raw import (
     SourceResult,
     check_source_file,
     create_raw_table,
+    open_binary,
     open_text,
 )
 
@@ -155,10 +156,6 @@ def _refused(source: Path, work_dir: Path) -> bool:
         except duckdb.Error as exc:
             return bare_carriage_return(exc)
     return False
-
-
-def open_binary(path: Path):
-    return gzip.open(path, "rb") if Path(path).name.endswith(".gz") else open(path, "rb")
 
 
 def malformed_rows(con: duckdb.DuckDBPyConnection, by_csv: dict[str, Path]) -> list[dict]:

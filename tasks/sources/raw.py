@@ -44,11 +44,14 @@ def check_source_file(path: Path, what: str = "AIS file") -> Path:
     return path
 
 
+def open_binary(path: Path) -> io.BufferedIOBase:
+    """A byte reader for .csv or .csv.gz."""
+    return gzip.open(path, "rb") if Path(path).name.endswith(".gz") else open(path, "rb")
+
+
 def open_text(path: Path) -> io.TextIOBase:
     """A text reader for .csv or .csv.gz; undecodable bytes become U+FFFD instead of failing."""
-    if Path(path).name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
-    return open(path, encoding="utf-8", errors="replace", newline="")
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8", errors="replace", newline="")
 
 
 @dataclass
