@@ -45,7 +45,7 @@ final as (
         haversine_nm(start_lat, start_lon, end_lat, end_lon) as distance_nm,
         haversine_nm(start_lat, start_lon, end_lat, end_lon) / (minutes / 60.0) as implied_sog_kn,
         start_sog_kn, end_sog_kn, vessel_name, vessel_type,
-        md5(start_row_hash || ',' || end_row_hash) as source_hash
+        md5(hash_hex(start_row_hash) || ',' || hash_hex(end_row_hash)) as source_hash
     from gaps
 )
 

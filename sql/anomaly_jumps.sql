@@ -60,7 +60,7 @@ final as (
             prev_lon + lon_delta_deg(prev_lon, next_lon) * fraction,
             lat, lon
         ) as off_track_nm,
-        row_hash as source_hash
+        hash_hex(row_hash) as source_hash
     from speeds
 )
 

@@ -324,7 +324,7 @@ final as (
         c.lat_b,
         c.lon_b,
         -- provenance: the two reports behind the kept detection
-        md5(c.hash_a || ',' || c.hash_b) as source_hash
+        md5(hash_hex(c.hash_a) || ',' || hash_hex(c.hash_b)) as source_hash
     from classified c
 )
 

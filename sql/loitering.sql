@@ -104,7 +104,7 @@ loiters as (
 
 -- provenance: md5 of the run's row hashes in time order
 hashes as (
-    select r.mmsi, r.run_no, md5(string_agg(r.row_hash, ',' order by r.ts, r.row_hash)) as source_hash
+    select r.mmsi, r.run_no, md5(string_agg(hash_hex(r.row_hash), ',' order by r.ts, r.row_hash)) as source_hash
     from runs r
     semi join loiters l using (mmsi, run_no)
     group by r.mmsi, r.run_no

@@ -7,6 +7,12 @@ create or replace temp macro haversine_nm(lat1, lon1, lat2, lon2) as
         + cos(radians(lat1)) * cos(radians(lat2)) * pow(sin(radians(lon2 - lon1) / 2), 2)
     ));
 
+-- row_hash (sql/stg_typed.sql) is the md5 of a raw row kept as a UUID: hash_hex gives the md5 as
+-- 32 lowercase hex characters (where a hash is written as text), row_hash_xor the order-free hash of
+-- a group of rows (the xor of their md5s, as hex; an aggregate).
+create or replace temp macro hash_hex(h) as replace(cast(h as varchar), '-', '');
+create or replace temp macro row_hash_xor(h) as format('{:032x}', bit_xor(cast(h as uhugeint)));
+
 -- The 0.1-degree cell of a position, longitude wrapped so cells join across +-180 (3600 round the globe).
 create or replace temp macro port_cell_lat(lat) as cast(floor(lat / 0.1) as bigint);
 create or replace temp macro port_cell_lon(lon) as ((cast(floor(lon / 0.1) as bigint) % 3600) + 3600) % 3600;

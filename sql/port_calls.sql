@@ -98,8 +98,8 @@ calls as (
         sum(case when nav_status = 1 then 1 else 0 end) as n_anchored,
         max(vessel_name) as vessel_name,
         max(vessel_type) as vessel_type,
-        -- provenance: an order-free hash of the source rows (xor of their md5s; no sort, no string building)
-        format('{:032x}', bit_xor(md5_number(row_hash))) as source_hash
+        -- provenance: an order-free hash of the source rows (xor of their row_hash md5s, as hex)
+        row_hash_xor(row_hash) as source_hash
     from call_reports
     group by mmsi, island
 ),

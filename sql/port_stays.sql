@@ -70,8 +70,8 @@ stays as (
             or (max(ts) = any_value(departure) and any_value(departure_after_data)) as truncated,
         any_value(vessel_name) as vessel_name,
         any_value(vessel_type) as vessel_type,
-        -- provenance: an order-free hash of the source rows (xor of their md5s; no sort, no string building)
-        format('{:032x}', bit_xor(md5_number(row_hash))) as source_hash
+        -- provenance: an order-free hash of the source rows (xor of their row_hash md5s, as hex)
+        row_hash_xor(row_hash) as source_hash
     from runs
     group by mmsi, arrival, stay_no
 ),

@@ -48,7 +48,7 @@ final as (
         max(sog_kn) as max_sog_kn,
         arg_min(limit_kn, (ts, row_hash)) as limit_kn,
         count(*) as n_reports,
-        md5(string_agg(row_hash, ',' order by ts, row_hash)) as source_hash
+        md5(string_agg(hash_hex(row_hash), ',' order by ts, row_hash)) as source_hash
     from episodes
     where too_fast
     group by mmsi, episode

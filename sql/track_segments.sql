@@ -68,8 +68,8 @@ segments as (
         max(case when opens = 1 then since_prev_minutes end) as gap_before_minutes,
         max(vessel_name) as vessel_name,
         max(vessel_type) as vessel_type,
-        -- provenance: an order-free hash of the source rows (xor of their md5s; no sort, no string building)
-        format('{:032x}', bit_xor(md5_number(row_hash))) as source_hash
+        -- provenance: an order-free hash of the source rows (xor of their row_hash md5s, as hex)
+        row_hash_xor(row_hash) as source_hash
     from numbered
     group by mmsi, segment_no
 ),

@@ -121,8 +121,8 @@ report_measures as (
         max(sog_kn) as max_sog_kn,
         max(vessel_name) as vessel_name,
         max(vessel_type) as vessel_type,
-        -- provenance: an order-free hash of the source rows (xor of their md5s; no sort, no string building)
-        format('{:032x}', bit_xor(md5_number(row_hash))) as source_hash
+        -- provenance: an order-free hash of the source rows (xor of their row_hash md5s, as hex)
+        row_hash_xor(row_hash) as source_hash
     from positions
     group by all
     having count(*) >= cast($min_positions as integer) and count(sog_kn) > 0

@@ -75,7 +75,7 @@ per_vessel as (
         count(*) as n_positions,
         min(ts) as first_seen,
         max(ts) as last_seen,
-        format('{:032x}', bit_xor(md5_number(row_hash))) as source_hash
+        row_hash_xor(row_hash) as source_hash
     from positions
     group by mmsi
 ),

@@ -93,8 +93,8 @@ voyage_stats as (
         avg(sog_kn) as mean_sog_kn,
         max(sog_kn) as max_sog_kn,
         max(from_known_port_nm) as max_from_known_port_nm,
-        -- provenance: an order-free hash of the source rows (xor of their md5s; no sort, no string building)
-        format('{:032x}', bit_xor(md5_number(row_hash))) as source_hash
+        -- provenance: an order-free hash of the source rows (xor of their row_hash md5s, as hex)
+        row_hash_xor(row_hash) as source_hash
     from voyage_reports
     group by mmsi, departure
 ),

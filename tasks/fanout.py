@@ -149,9 +149,6 @@ def merge_generation_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
         if "cost_per_accepted_usd" in block:
             spent = block.get("item_cost_usd", block.get("cost_usd", 0.0))
             block["cost_per_accepted_usd"] = round(spent / block["accepted"], 6) if block.get("accepted") else None
-    for k in ("cost_usd", "item_cost_usd"):
-        if k in llm:
-            llm[k] = round(llm[k], 6)
     merged["llm"] = llm
     merged["batches"] = len(parts)
     return merged

@@ -39,7 +39,7 @@ STAGED_COLUMNS = {
     "cargo": "NOAA cargo code",
     "destination": "destination as broadcast",
     "transceiver_class": "AIS transceiver class, A or B",
-    "row_hash": "md5 of the raw row's fields (provenance; identical rows share it)",
+    "row_hash": "md5 of the raw row's fields as a UUID; its text without dashes is the md5 hex (provenance; identical rows share it)",
 }
 
 
@@ -88,8 +88,11 @@ def write_day_partitions(con: duckdb.DuckDBPyConnection, store_dir: Path) -> tup
                     f"and ts < date '{day}' + interval 1 day")
         params = {"out": str(folder / "data.parquet")}
         if day in merged:
-            new_rows = (f"select * from ({new_rows}) union all by name select * from read_parquet($old) "
-                        f"where row_hash not in (select row_hash from ({new_rows}))")
+            # a store written before row_hash became a UUID holds it as md5 hex text: the cast reads
+            # both (32 hex characters are the same 16 bytes), so old rows still match new ones
+            new_rows = (f"select * from ({new_rows}) union all by name "
+                        f"select * replace (cast(row_hash as uuid) as row_hash) from read_parquet($old) "
+                        f"where cast(row_hash as uuid) not in (select row_hash from ({new_rows}))")
             params["old"] = str(positions / f"date={day}" / "data.parquet")
         with con.cursor() as cur:
             cur.execute(f"copy ({new_rows}) to $out (format parquet)", params)

@@ -29,6 +29,14 @@ def noaa_row(mmsi="366000001", ts="2024-01-15T00:00:00", lat="33.70000", lon="-1
     return [mmsi, ts, lat, lon, sog, cog, heading, name, imo, call, vtype, status, length, width, draft, cargo, cls]
 
 
+def row_hash(label: str) -> str:
+    """A row_hash (a UUID, as staging writes it) for a hand-made row: the label's bytes, zero-padded
+    to 16, so hashes sort as their labels do (queries break ties of equal times on row_hash)."""
+    raw = label.encode()
+    assert len(raw) <= 16, f"row_hash label {label!r} is longer than 16 bytes"
+    return raw.hex().ljust(32, "0")
+
+
 def write_noaa_csv(path: Path, rows: list[list[str]], header: list[str] | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:

@@ -215,11 +215,17 @@ def movement_candidates(inputs: CatalogueInputs) -> list[Seed]:
     facts = inputs.fact("vessel_movement")
     digest, params = inputs.fact_digests.get("vessel_movement", ""), inputs.fact_params.get("vessel_movement", {})
     rule = movement_rule(params)
+    from tasks.validate import type_max_speeds  # here: tasks.validate imports the catalogue package
+
+    limits = type_max_speeds()
     seeds, straight = [], []
     for f in facts.itertuples(index=False):
         if f.n_positions > inputs.cfg.max_context_records:
             continue
         vtype = vessel_type_name(f.vessel_type)
+        # reports faster than the type can go (a transponder glitch): the window's speeds and distance
+        # are the glitch's, which the gate's plausibility check drops; the anomalies category asks about it
+        glitched = float(f.max_sog_kn) > limits.get(vtype, limits["any"])
         context = _window_context(inputs, f, params, rule)
         base = [
             {"name": "mmsi", "value": int(f.mmsi), "kind": "id", "required": False},
@@ -239,7 +245,7 @@ def movement_candidates(inputs: CatalogueInputs) -> list[Seed]:
             {"name": "n_speeds", "value": fact["n_speeds"], "kind": "count", "required": False},
             {"name": "n_legs", "value": fact["n_positions"] - 1, "kind": "count", "required": False},
         ]
-        per_form = {
+        per_form = {} if glitched else {
             "max_speed": [{"name": "max_sog_kn", "value": fact["max_sog_kn"], "kind": "speed_kn", "required": True}],
             "mean_speed": [{"name": "mean_sog_kn", "value": fact["mean_sog_kn"], "kind": "speed_kn", "required": True}],
             "distance_run": [{"name": "distance_nm", "value": fact["distance_nm"], "kind": "distance_nm", "required": True}],

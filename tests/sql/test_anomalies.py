@@ -14,6 +14,7 @@ from tasks.errors import InputError
 from tasks.facts import check_fact_table
 from tasks.geo import distance_nm
 from tasks.sqlfiles import create_table_from_sql, load_macros, run_sql
+from tests.conftest import row_hash
 
 NM_PER_DEG = 3440.065 * math.pi / 180
 T0 = datetime(2024, 1, 15, 0, 0, 0)
@@ -45,14 +46,14 @@ def database(kept, flagged=(), ports=(PORT,)):
     con = duckdb.connect()
     load_macros(con)
     columns = ("mmsi bigint, ts timestamp, lat double, lon double, sog_kn double, cog_deg double, "
-               "vessel_type integer, row_hash varchar")
+               "vessel_type integer, row_hash uuid")
     con.execute(f"create table stg_ais_positions ({columns})")
     con.execute(f"create table stg_flagged_positions ({columns}, reject_reason varchar)")
     con.executemany("insert into stg_ais_positions values (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(*r, f"k{i}") for i, r in enumerate(kept)])
+                    [(*r, row_hash(f"k{i}")) for i, r in enumerate(kept)])
     if flagged:
         con.executemany("insert into stg_flagged_positions values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [(*r[:7], f"f{i}", r[7]) for i, r in enumerate(flagged)])
+                        [(*r[:7], row_hash(f"f{i}"), r[7]) for i, r in enumerate(flagged)])
     con.execute("create table ports (port_name varchar, locode varchar, lat double, lon double)")
     con.executemany("insert into ports values (?, ?, ?, ?)", list(ports))
     load_reference_tables(con)

@@ -22,6 +22,7 @@ from tasks.ports import load_ports
 from tasks.simulate import TRUTH_NAMES, simulate
 from tasks.sqlfiles import run_sql
 from tasks.stage import stage_positions
+from tests.conftest import row_hash
 
 TARGET_F1 = 0.95
 SIMULATED_TRUTH = {"port_calls", "gaps", *TRUTH_NAMES}  # port calls and gaps have their own result fields
@@ -64,7 +65,7 @@ def test_moored_gps_jitter_is_not_distance_run():
     con = duckdb.connect()
     con.execute(
         "create table stg_ais_positions (mmsi bigint, ts timestamp, lat double, lon double, sog_kn double, "
-        "cog_deg double, nav_status integer, vessel_name varchar, vessel_type integer, row_hash varchar)"
+        "cog_deg double, nav_status integer, vessel_name varchar, vessel_type integer, row_hash uuid)"
     )
     con.execute("create table ports (port_name varchar, locode varchar, lat double, lon double)")
     con.execute("insert into ports values (?, ?, ?, ?)", PORT)
@@ -74,7 +75,7 @@ def test_moored_gps_jitter_is_not_distance_run():
     rows += [(T0 + timedelta(minutes=18 + 3 * i), 33.755 + 0.05 * i, -118.201, 12.0, 0) for i in range(2)]
     con.executemany(
         "insert into stg_ais_positions values (366000009, ?, ?, ?, ?, 0.0, ?, 'SHIP', 70, ?)",
-        [(*r, f"h{i}") for i, r in enumerate(rows)],
+        [(*r, row_hash(f"h{i}")) for i, r in enumerate(rows)],
     )
     out = run_sql(con, "vessel_movement", fact_params("vessel_movement", FactsConfig())).df()
     assert len(out) == 1

@@ -13,6 +13,7 @@ import pytest
 from tasks.anomalies import load_reference_tables
 from tasks.facts import check_fact_table
 from tasks.sqlfiles import create_table_from_sql, load_macros, run_sql
+from tests.conftest import row_hash
 
 NM_PER_DEG = 3440.065 * math.pi / 180  # nm per degree of latitude on the haversine sphere
 PARAMS = {
@@ -49,9 +50,9 @@ def positions_table(rows):
     load_macros(con)
     load_reference_tables(con)
     con.execute("create table stg_ais_positions (mmsi bigint, ts timestamp, lat double, lon double, sog_kn double, "
-                "cog_deg double, vessel_type integer, row_hash varchar)")
+                "cog_deg double, vessel_type integer, row_hash uuid)")
     con.executemany("insert into stg_ais_positions values (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(*r[:6], r[6] if len(r) > 6 else CARGO, f"h{i}") for i, r in enumerate(rows)])
+                    [(*r[:6], r[6] if len(r) > 6 else CARGO, row_hash(f"h{i}")) for i, r in enumerate(rows)])
     return con
 
 

@@ -8,6 +8,7 @@ import duckdb
 import pytest
 
 from tasks.sqlfiles import run_sql
+from tests.conftest import row_hash
 
 T0 = datetime(2024, 1, 15, 6, 0, 0)
 PORT = ("Test Harbour", "USTST", 33.7000, -118.2000)
@@ -16,10 +17,10 @@ PORT = ("Test Harbour", "USTST", 33.7000, -118.2000)
 def _positions(con, rows):
     con.execute(
         "create table stg_ais_positions (mmsi bigint, ts timestamp, lat double, lon double, sog_kn double, "
-        "nav_status integer, vessel_name varchar, vessel_type integer, row_hash varchar, cog_deg double)"
+        "nav_status integer, vessel_name varchar, vessel_type integer, row_hash uuid, cog_deg double)"
     )
     con.executemany("insert into stg_ais_positions values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(*r, "SHIP", 70, f"h{i}", None) for i, r in enumerate(rows)])
+                    [(*r, "SHIP", 70, row_hash(f"h{i}"), None) for i, r in enumerate(rows)])
     con.execute("create table ports (port_name varchar, locode varchar, lat double, lon double)")
     con.execute("insert into ports values (?, ?, ?, ?)", PORT)
 

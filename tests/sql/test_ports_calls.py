@@ -14,6 +14,7 @@ from tasks.config import FactsConfig
 from tasks.facts import fact_params
 from tasks.geo import destination, distance_nm
 from tasks.sqlfiles import create_table_from_sql, run_sql
+from tests.conftest import row_hash
 
 T0 = datetime(2024, 1, 15, 6, 0, 0)
 HARBOUR = ("Test Harbour", "USTST", 33.7000, -118.2000)
@@ -21,7 +22,7 @@ STAGED_SCHEMA = (
     "source_row bigint, source_file varchar, mmsi bigint, ts timestamp, lat double, lon double, sog_kn double, "
     "cog_deg double, heading_deg integer, rot_deg_min double, vessel_name varchar, imo varchar, call_sign varchar, "
     "vessel_type integer, nav_status integer, length_m double, width_m double, draft_m double, cargo integer, "
-    "destination varchar, transceiver_class varchar, row_hash varchar"
+    "destination varchar, transceiver_class varchar, row_hash uuid"
 )
 # queries that read table fact_port_calls
 NEEDS_CALLS = ("port_stays", "voyages", "busiest_ports")
@@ -49,7 +50,7 @@ def positions_db(reports: list[dict], ports: list[tuple] = (HARBOUR,), flagged: 
                 f"vessel_type, nav_status, transceiver_class, row_hash{', reject_reason' if extra else ''}) "
                 f"values (?, 'test.csv', ?, ?, ?, ?, ?, ?, 'SHIP', ?, ?, 'A', ?{', ?' if extra else ''})",
                 [i, r["mmsi"], r["ts"], r["lat"], r["lon"], r["sog_kn"], r["cog_deg"], r["vessel_type"], r["nav_status"],
-                 f"{table[:3]}{i:06d}", *extra],
+                 row_hash(f"{table[:3]}{i:06d}"), *extra],
             )
     con.execute("create table ports (port_name varchar, locode varchar, lat double, lon double)")
     con.executemany("insert into ports values (?, ?, ?, ?)", [list(p) for p in ports])

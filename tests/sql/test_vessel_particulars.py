@@ -19,7 +19,7 @@ def _db(rows, conflicts=()):
     con.execute(
         "create table stg_ais_positions (mmsi bigint, ts timestamp, vessel_name varchar, imo varchar, call_sign varchar, "
         "vessel_type integer, length_m double, width_m double, draft_m double, transceiver_class varchar, "
-        "destination varchar, row_hash varchar)"
+        "destination varchar, row_hash uuid)"
     )
     con.executemany("insert into stg_ais_positions values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(*r, f"{i:032x}") for i, r in enumerate(rows)])

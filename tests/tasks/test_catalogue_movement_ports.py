@@ -29,6 +29,7 @@ from tasks.seeds import sample_seeds
 from tasks.sqlfiles import create_table_from_sql
 from tasks.teacher import TemplateTeacher, to_example
 from tasks.validate import unit_tolerance, validate_example
+from tests.conftest import row_hash
 
 CATEGORIES = ("movement", "port_activity")
 NEW_FORMS = ("course_changes", "time_underway", "anchorage_wait", "anchorage_vs_berth", "vessels_in_port")
@@ -319,9 +320,9 @@ def test_a_report_nearer_another_port_is_left_out_of_the_port_area():
     assert set(port_area_rows(inputs, "USLGB", t0, end, 3.0)["mmsi"]) == {366000002}
 
 
-def test_a_handmade_turn_and_berth_give_the_expected_movement_seeds(tmp_path):
+def _handmade_movement_seeds(tmp_path, glitch_sog_kn=None):
     """East 20 min, north 20 min (one 90-degree turn), then 20 min stopped 0.5 nm from Long Beach
-    with no status: 40 minutes underway, 19 moored (the last report has no next), 1 major change."""
+    with no status; glitch_sog_kn: the 10th report's SOG. Returns (seeds by form, inputs)."""
     ports = load_ports(None)
     lgb = ports[ports["locode"] == "USLGB"].iloc[0]
     berth = destination(lgb["lat"], lgb["lon"], 200.0, 0.5)
@@ -338,7 +339,9 @@ def test_a_handmade_turn_and_berth_give_the_expected_movement_seeds(tmp_path):
             (lat, lon), sog, cog = berth, 0.0, 0.0
         rows.append({"mmsi": 366000003, "ts": t0 + pd.Timedelta(minutes=i), "lat": lat, "lon": lon, "sog_kn": sog,
                      "cog_deg": cog, "heading_deg": None, "nav_status": None, "vessel_name": "TEST TURN",
-                     "vessel_type": 70, "row_hash": f"h{i:02d}"})
+                     "vessel_type": 70, "row_hash": row_hash(f"h{i:02d}")})
+    if glitch_sog_kn is not None:
+        rows[10]["sog_kn"] = glitch_sog_kn
     positions = pd.DataFrame(rows)
     con = duckdb.connect()
     con.register("hand", positions)
@@ -349,10 +352,24 @@ def test_a_handmade_turn_and_berth_give_the_expected_movement_seeds(tmp_path):
     con.execute("copy fact_vessel_movement to $p (format parquet)", {"p": str(tmp_path / "vm.parquet")})
     inputs = CatalogueInputs(tmp_path, Tracks(positions[POSITION_COLUMNS]), ports, {"vessel_movement": tmp_path / "vm.parquet"},
                              {"vessel_movement": params}, {"vessel_movement": "d"}, GenerateConfig(max_context_records=60))
-    seeds = {s.form: s for s in movement_candidates(inputs)}
+    return {s.form: s for s in movement_candidates(inputs)}, inputs
+
+
+def test_a_handmade_turn_and_berth_give_the_expected_movement_seeds(tmp_path):
+    """40 minutes underway, 19 moored (the last report has no next), 1 major change."""
+    seeds, inputs = _handmade_movement_seeds(tmp_path)
     assert seeds["course_changes"].fact["major_course_changes"] == 1
     fact = seeds["time_underway"].fact
     assert (fact["minutes_underway"], fact["minutes_moored"], fact["minutes_anchored"]) == pytest.approx((40, 19, 0))
     text = render_context(seeds["time_underway"].context, seeds["time_underway"], inputs, "table")
     assert "Long Beach|USLGB" in text and "more than 45 degrees" in text
     assert seeds["time_underway"].context == seeds["max_speed"].context  # one context: a dialogue can chain them
+
+
+def test_a_window_with_a_speed_no_cargo_ship_makes_asks_no_speed_or_distance_question(tmp_path):
+    """One report at 80 kn (a cargo ship makes at most 30): the window's max, mean and distance are the
+    glitch's and the gate would drop them, so only the questions that do not rest on speed are seeded."""
+    seeds, _ = _handmade_movement_seeds(tmp_path, glitch_sog_kn=80.0)
+    assert set(seeds) == {"course_changes", "time_underway"}
+    seeds, _ = _handmade_movement_seeds(tmp_path, glitch_sog_kn=25.0)  # fast for a cargo ship, but possible
+    assert {"max_speed", "mean_speed", "distance_run"} <= set(seeds)

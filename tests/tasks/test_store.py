@@ -50,3 +50,24 @@ def test_reingesting_a_day_is_idempotent_and_days_stay_apart(tmp_path):
     # each run's staged/positions/ is a snapshot of the days it touched: a later merge does not change it
     assert _count(f"{first.positions_path}/*/*.parquet") == 5
     assert _count(f"{merged.positions_path}/*/*.parquet") == 8
+
+
+def test_a_day_stored_with_row_hash_as_md5_text_merges_without_duplicates(tmp_path):
+    """Stores written before row_hash became a UUID hold it as 32 hex characters: re-ingesting such
+    a day still recognises every stored row (no duplicates) and the merged day holds UUIDs only."""
+    store = tmp_path / "store"
+    a = write_noaa_csv(tmp_path / "a.csv", _day("2024-01-15", "366000001"))
+    _stage(tmp_path, "r1", [a], store)
+    part15 = store / "positions" / "date=2024-01-15" / "data.parquet"
+    old = tmp_path / "old.parquet"  # the day as the earlier version wrote it
+    duckdb.sql(f"copy (select * replace (replace(cast(row_hash as varchar), '-', '') as row_hash) "
+               f"from read_parquet('{part15}')) to '{old}' (format parquet)")
+    old.replace(part15)
+    assert duckdb.sql(f"select typeof(row_hash) from read_parquet('{part15}') limit 1").fetchall() == [("VARCHAR",)]
+
+    b = write_noaa_csv(tmp_path / "b.csv", _day("2024-01-15", "366000001") + _day("2024-01-15", "366000002", n=2))
+    _stage(tmp_path, "r2", [b], store)
+    assert _count(part15) == 7  # the 5 stored rows once, plus the 2 new ones
+    assert duckdb.sql(f"select distinct typeof(row_hash) from read_parquet('{part15}')").fetchall() == [("UUID",)]
+    expected = duckdb.sql(f"select count(distinct row_hash) from read_parquet('{part15}')").fetchall()[0][0]
+    assert expected == 7
