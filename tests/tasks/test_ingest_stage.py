@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import duckdb
@@ -155,6 +156,16 @@ def test_rows_differing_only_in_which_field_is_empty_are_not_duplicates(tmp_path
     rows = [noaa_row(sog="", cog="90.0"), noaa_row(sog="90.0", cog="")]
     result, staged, _ = _stage(tmp_path, rows)
     assert result.kept == 2 and staged["row_hash"].is_unique
+
+
+def test_row_hash_is_the_md5_of_the_raw_fields_kept_as_a_uuid(tmp_path):
+    """The raw fields in the raw contract's order, joined by the unit separator (chr 31), an absent
+    or empty field as chr 0; its text without dashes is that md5 in hex."""
+    row = noaa_row(name=" PADDED NAME ", imo="")
+    _, staged, _ = _stage(tmp_path, [row])
+    fields = [f or "\x00" for f in row] + ["\x00", "\x00"]  # a NOAA file has no ROT and Destination
+    expected = hashlib.md5("\x1f".join(fields).encode()).hexdigest()
+    assert staged["row_hash"].map(str).str.replace("-", "").tolist() == [expected]
 
 
 def test_mid_range_and_null_island(tmp_path):
