@@ -31,8 +31,8 @@ Phase times are wall-clock and exclude imports; the table also shows wall time w
 
 - tidewright: `ingest_files("noaa_csv", files, db, memory_limit=M)` (raw_ais: a view over the CSV
   files, read in place; sql/stg_typed.sql types every row in one parallel pass into table
-  typed_ais: not-available codes to NULL, invalid MMSI and position checks, md5 row_hash, raw
-  text kept for failing rows) -> `stage_positions(db, out, StageConfig(duckdb_memory_limit=M),
+  typed_ais: not-available codes to NULL, invalid MMSI and position checks, md5 row_hash kept
+  as a UUID, raw text kept for failing rows) -> `stage_positions(db, out, StageConfig(duckdb_memory_limit=M),
   store_dir=...)` (sql/stg_track_rejects.sql: exact duplicates, conflicting positions,
   impossible jumps; stg_ais_positions as a view; quarantine with reasons and payloads;
   day-partitioned parquet store written one day per thread; the run's staged/positions/ hard
