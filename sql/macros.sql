@@ -9,9 +9,11 @@ create or replace temp macro haversine_nm(lat1, lon1, lat2, lon2) as
 
 -- row_hash (sql/stg_typed.sql) is the md5 of a raw row kept as a UUID: hash_hex gives the md5 as
 -- 32 lowercase hex characters (where a hash is written as text), row_hash_xor the order-free hash of
--- a group of rows (the xor of their md5s, as hex; an aggregate).
+-- a group of rows (an aggregate: the xor of the md5s of their hex texts, as hex). Both give what they
+-- gave when row_hash was stored as hex text, so facts' source_hash, and the seed and example ids made
+-- from it, did not change with the UUID; both take row_hash as a UUID or as hex text.
 create or replace temp macro hash_hex(h) as replace(cast(h as varchar), '-', '');
-create or replace temp macro row_hash_xor(h) as format('{:032x}', bit_xor(cast(h as uhugeint)));
+create or replace temp macro row_hash_xor(h) as format('{:032x}', bit_xor(md5_number(hash_hex(h))));
 
 -- The 0.1-degree cell of a position, longitude wrapped so cells join across +-180 (3600 round the globe).
 create or replace temp macro port_cell_lat(lat) as cast(floor(lat / 0.1) as bigint);

@@ -98,7 +98,7 @@ calls as (
         sum(case when nav_status = 1 then 1 else 0 end) as n_anchored,
         max(vessel_name) as vessel_name,
         max(vessel_type) as vessel_type,
-        -- provenance: an order-free hash of the source rows (xor of their row_hash md5s, as hex)
+        -- provenance: an order-free hash of the source rows (macro row_hash_xor; no sort, no string building)
         row_hash_xor(row_hash) as source_hash
     from call_reports
     group by mmsi, island

@@ -70,7 +70,7 @@ stays as (
             or (max(ts) = any_value(departure) and any_value(departure_after_data)) as truncated,
         any_value(vessel_name) as vessel_name,
         any_value(vessel_type) as vessel_type,
-        -- provenance: an order-free hash of the source rows (xor of their row_hash md5s, as hex)
+        -- provenance: an order-free hash of the source rows (macro row_hash_xor; no sort, no string building)
         row_hash_xor(row_hash) as source_hash
     from runs
     group by mmsi, arrival, stay_no

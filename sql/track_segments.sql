@@ -68,7 +68,7 @@ segments as (
         max(case when opens = 1 then since_prev_minutes end) as gap_before_minutes,
         max(vessel_name) as vessel_name,
         max(vessel_type) as vessel_type,
-        -- provenance: an order-free hash of the source rows (xor of their row_hash md5s, as hex)
+        -- provenance: an order-free hash of the source rows (macro row_hash_xor; no sort, no string building)
         row_hash_xor(row_hash) as source_hash
     from numbered
     group by mmsi, segment_no

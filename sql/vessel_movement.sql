@@ -121,7 +121,7 @@ report_measures as (
         max(sog_kn) as max_sog_kn,
         max(vessel_name) as vessel_name,
         max(vessel_type) as vessel_type,
-        -- provenance: an order-free hash of the source rows (xor of their row_hash md5s, as hex)
+        -- provenance: an order-free hash of the source rows (macro row_hash_xor; no sort, no string building)
         row_hash_xor(row_hash) as source_hash
     from positions
     group by all

@@ -93,7 +93,7 @@ voyage_stats as (
         avg(sog_kn) as mean_sog_kn,
         max(sog_kn) as max_sog_kn,
         max(from_known_port_nm) as max_from_known_port_nm,
-        -- provenance: an order-free hash of the source rows (xor of their row_hash md5s, as hex)
+        -- provenance: an order-free hash of the source rows (macro row_hash_xor; no sort, no string building)
         row_hash_xor(row_hash) as source_hash
     from voyage_reports
     group by mmsi, departure

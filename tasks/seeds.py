@@ -24,7 +24,7 @@ import pandas as pd
 
 from tasks.catalogue import BUILDERS, FORMS
 from tasks.catalogue.base import (
-    DIFFICULTIES, POSITION_COLUMNS, CatalogueInputs, ContextSpec, Seed, Tracks, render_context, seed_id,
+    DIFFICULTIES, POSITION_COLUMNS, CatalogueInputs, ContextSpec, Seed, Tracks, read_positions, render_context, seed_id,
     vessel_type_name,
 )
 from tasks.config import GenerateConfig
@@ -276,7 +276,7 @@ def build_seeds(
     fact_digests: dict[str, str], ports_path: Path | None, cfg: GenerateConfig, out_path: Path,
 ) -> dict[str, Any]:
     ports = load_ports(ports_path)
-    positions = pd.read_parquet(positions_path, columns=POSITION_COLUMNS)
+    positions = read_positions(positions_path, POSITION_COLUMNS)
     tracks = Tracks(positions)
     inputs = CatalogueInputs(Path(positions_path), tracks, ports, dict(fact_paths), fact_params, fact_digests, cfg)
     candidates: list[Seed] = []

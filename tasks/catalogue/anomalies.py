@@ -55,6 +55,7 @@ def flagged_positions(inputs: CatalogueInputs) -> pd.DataFrame:
         return empty
     rows = pd.DataFrame([json.loads(p) for p in table["payload"]])
     rows["ts"] = pd.to_datetime(rows["ts"]).astype(inputs.tracks.positions["ts"].dtype)
+    rows["row_hash"] = rows["row_hash"].str.replace("-", "")  # the JSON writes the UUID; kept rows hold its hex
     return rows[POSITION_COLUMNS]
 
 

@@ -25,8 +25,8 @@ from tasks.catalogue.anomalies import (
     at_or_before, ground, hhmm, make_seed, one_day, received_tracks, row_hash_of, word_name,
 )
 from tasks.catalogue.base import (
-    CatalogueInputs, ContextSpec, Form, Seed, iso, region_of, register_builder, register_form, register_renderer,
-    report_lines, text_or_none,
+    CatalogueInputs, ContextSpec, Form, Seed, iso, read_positions, region_of, register_builder, register_form,
+    register_renderer, report_lines, text_or_none,
 )
 
 # static and voyage fields a static context shows, as staged (NOAA: on every position report)
@@ -136,7 +136,7 @@ def static_contexts(inputs: CatalogueInputs, particulars: pd.DataFrame) -> pd.Da
     broadcast most often (vessel_particulars), on one UTC day. One row per vessel that has such
     reports: mmsi, start, end (their first and last time), lat, lon (the first one's position) and
     the STATIC_COLUMNS they broadcast."""
-    table = pd.read_parquet(inputs.positions_path, columns=["mmsi", "ts", "row_hash", "lat", "lon", *STATIC_COLUMNS])
+    table = read_positions(inputs.positions_path, ["mmsi", "ts", "row_hash", "lat", "lon", *STATIC_COLUMNS])
     table = table.sort_values(["mmsi", "ts", "row_hash"], ignore_index=True)
     rank = table.groupby("mmsi").cumcount()
     size = table.groupby("mmsi")["mmsi"].transform("size")

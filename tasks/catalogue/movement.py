@@ -223,9 +223,9 @@ def movement_candidates(inputs: CatalogueInputs) -> list[Seed]:
         if f.n_positions > inputs.cfg.max_context_records:
             continue
         vtype = vessel_type_name(f.vessel_type)
-        # reports faster than the type can go (a transponder glitch): the window's speeds and distance
-        # are the glitch's, which the gate's plausibility check drops; the anomalies category asks about it
-        glitched = float(f.max_sog_kn) > limits.get(vtype, limits["any"])
+        # a speed faster than the type can go is a transponder glitch: the gate's plausibility check
+        # would drop the answer that states it (the anomalies category asks about such speeds)
+        limit_kn = limits.get(vtype, limits["any"])
         context = _window_context(inputs, f, params, rule)
         base = [
             {"name": "mmsi", "value": int(f.mmsi), "kind": "id", "required": False},
@@ -245,11 +245,14 @@ def movement_candidates(inputs: CatalogueInputs) -> list[Seed]:
             {"name": "n_speeds", "value": fact["n_speeds"], "kind": "count", "required": False},
             {"name": "n_legs", "value": fact["n_positions"] - 1, "kind": "count", "required": False},
         ]
-        per_form = {} if glitched else {
+        per_form = {
             "max_speed": [{"name": "max_sog_kn", "value": fact["max_sog_kn"], "kind": "speed_kn", "required": True}],
             "mean_speed": [{"name": "mean_sog_kn", "value": fact["mean_sog_kn"], "kind": "speed_kn", "required": True}],
             "distance_run": [{"name": "distance_nm", "value": fact["distance_nm"], "kind": "distance_nm", "required": True}],
         }
+        for form, key in (("max_speed", "max_sog_kn"), ("mean_speed", "mean_sog_kn")):
+            if fact[key] > limit_kn:
+                del per_form[form]
         if rule is not None:
             fact |= {"major_turn_deg": float(params["major_turn_deg"]), "stopped_max_sog_kn": float(params["stopped_max_sog_kn"])}
             per_form["course_changes"] = [

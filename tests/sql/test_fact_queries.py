@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 
 import duckdb
@@ -35,6 +36,12 @@ def test_movement_distance_is_haversine_in_nautical_miles():
     assert row.n_positions == 6 and row.distance_nm == pytest.approx(5 * 6.00404, abs=0.001)
     assert row.mean_sog_kn == pytest.approx(14.5) and row.max_sog_kn == 17.0
     assert str(row.window_start) == "2024-01-15 06:00:00"
+    # provenance: the xor of the md5s of its reports' row hashes as hex text (md5_number reads the
+    # digest's bytes little-endian), the value it had when row_hash was text
+    xor = 0
+    for i in range(6):
+        xor ^= int.from_bytes(hashlib.md5(row_hash(f"h{i}").encode()).digest(), "little")
+    assert row.source_hash == f"{xor:032x}"
 
 
 def test_movement_windows_split_and_skip_sparse_windows():

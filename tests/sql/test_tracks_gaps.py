@@ -3,11 +3,13 @@ changes) on tiny handmade tracks written straight into DuckDB."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 
 import pytest
 
 from tasks.geo import distance_nm
+from tests.conftest import row_hash
 from tests.sql.test_ports_calls import HARBOUR, at, fact, positions_db, report
 
 T0 = datetime(2024, 1, 15, 6, 0, 0)
@@ -32,6 +34,8 @@ def test_gap_exactly_at_the_threshold_is_not_a_gap():
     assert (gap.start_lat, gap.end_lat) == pytest.approx((33.01, 33.02)) and gap.start_lon == gap.end_lon == -118.5
     assert gap.distance_nm == pytest.approx(distance_nm(33.01, -118.5, 33.02, -118.5))
     assert gap.implied_sog_kn == pytest.approx(gap.distance_nm / gap.minutes * 60)
+    # provenance: the md5 of its two reports' row hashes as hex text (the value it had when row_hash was text)
+    assert gap.source_hash == hashlib.md5(f"{row_hash('stg000004')},{row_hash('stg000005')}".encode()).hexdigest()
     # a lower threshold finds the 30:00 silence too
     assert len(fact(positions_db(rows), "ais_gaps", gap_minutes=29.9)) == 2
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import duckdb
 
+from tasks.catalogue.base import read_positions
 from tasks.ingest import ingest_files
 from tasks.stage import stage_positions
 from tests.conftest import noaa_row, write_noaa_csv
@@ -71,3 +74,18 @@ def test_a_day_stored_with_row_hash_as_md5_text_merges_without_duplicates(tmp_pa
     assert duckdb.sql(f"select distinct typeof(row_hash) from read_parquet('{part15}')").fetchall() == [("UUID",)]
     expected = duckdb.sql(f"select count(distinct row_hash) from read_parquet('{part15}')").fetchall()[0][0]
     assert expected == 7
+
+
+def test_the_catalogue_reads_row_hash_as_the_md5_hex_from_uuid_and_from_text(tmp_path):
+    """read_positions gives row_hash as 32 hex characters whether the day files hold a UUID (read
+    over several files, so over several chunks) or the md5 text of a store from before the UUID."""
+    for day, n in (("2024-01-15", 3), ("2024-01-16", 2)):
+        (tmp_path / "uuid" / f"date={day}").mkdir(parents=True)
+        duckdb.sql(f"copy (select i as mmsi, cast(md5('{day}' || i) as uuid) as row_hash from range({n}) t(i)) "
+                   f"to '{tmp_path}/uuid/date={day}/data.parquet' (format parquet)")
+    got = read_positions(tmp_path / "uuid", ["mmsi", "row_hash"])
+    expected = [hashlib.md5(f"{day}{i}".encode()).hexdigest() for day, n in (("2024-01-15", 3), ("2024-01-16", 2))
+                for i in range(n)]
+    assert sorted(got["row_hash"]) == sorted(expected)
+    duckdb.sql(f"copy (select 1 as mmsi, md5('x') as row_hash) to '{tmp_path}/text.parquet' (format parquet)")
+    assert read_positions(tmp_path / "text.parquet", ["mmsi", "row_hash"])["row_hash"].tolist() == [hashlib.md5(b"x").hexdigest()]
