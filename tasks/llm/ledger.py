@@ -18,6 +18,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+# costs are kept to 10 decimals (float noise only); tasks.teacher reports run costs the same way, so a
+# fanned-out run's batches add up to what one unbatched run reports
+COST_DIGITS = 10
+
 LEDGER_OUTCOMES = (
     "ok",
     "invalid_output",
@@ -72,7 +76,7 @@ def summarize(lines: list[dict[str, Any]]) -> dict[str, Any]:
             retried.discard(item)
     for totals in [overall, *teachers.values()]:
         totals["outcomes"] = dict(totals["outcomes"])
-        totals["cost_usd"] = round(totals["cost_usd"], 10)
+        totals["cost_usd"] = round(totals["cost_usd"], COST_DIGITS)
     return {"overall": overall, "teachers": teachers}
 
 
@@ -134,7 +138,7 @@ class Ledger:
             "status": status,
             "input_tokens": int(input_tokens),
             "output_tokens": int(output_tokens),
-            "cost_usd": round(float(cost_usd), 10),
+            "cost_usd": round(float(cost_usd), COST_DIGITS),
             "latency_s": round(float(latency_s), 4),
             "retry_after_s": retry_after_s,
         }
